@@ -12,7 +12,7 @@ export OPENBLAS_NUM_THREADS := 1
 export OMP_NUM_THREADS := 1
 export MKL_NUM_THREADS := 1
 
-.PHONY: setup repro test test-slow lint format lock clean
+.PHONY: setup repro params test test-slow lint format lock clean
 
 setup: $(STAMP)
 
@@ -23,8 +23,11 @@ $(STAMP): requirements.lock pyproject.toml
 	@touch $(STAMP)
 
 repro: setup
-	$(BIN)/dvc repro
-	@$(BIN)/python -m pipeline.summary
+	PATH=$(CURDIR)/$(BIN):$$PATH dvc repro
+
+# Rewrite params.yaml from conf/ (what `dvc exp run` does before each experiment).
+params: setup
+	$(BIN)/python -m pipeline.config
 
 test: setup
 	$(BIN)/python -m pytest -m "not slow"

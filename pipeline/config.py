@@ -1,0 +1,137 @@
+"""One typed schema for the whole configuration, used by every entry point.
+
+`conf/` (Hydra) is the source of the defaults; `params.yaml` is its composition (committed, read
+by the DVC stages); Hydra multirun composes `conf/` directly. Both pass through `validate`, so a
+wrong type, an out-of-range value or an unknown key fails before any work, naming the key.
+The schema is applied in code, not through Hydra's ConfigStore: a schema in the defaults list
+breaks DVC's own composition of `conf/`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from pipeline import manifest
+from pipeline.integrity import atomic_write_bytes
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class ConfigError(ValueError):
+    """A configuration value that is missing, of the wrong type, out of range or unknown."""
+
+
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+@dataclass
+class DataConfig:
+    name: str = "mnist"  # a manifest in pipeline/manifests/
+    raw_dir: str = "data/raw/mnist"  # fetch output: the four IDX files + provenance.json
+    prepared: str = "data/prepared/mnist.npz"  # prepare output
+    val_size: int = 10_000  # validation images held out of the 60,000 training images
+    split_seed: int = 0  # seeds the validation split only (independent of the run's seed)
+
+    def __post_init__(self) -> None:
+        _require(
+            self.name in manifest.available(), "data.name", f"unknown dataset {self.name!r}; "
+            f"known: {manifest.available()}",
+        )  # fmt: skip
+        _require(0 <= self.val_size < 60_000, "data.val_size", "must be in [0, 60000)")
+        _require(self.split_seed >= 0, "data.split_seed", "must be >= 0")
+
+
+@dataclass
+class FetchConfig:
+    network: bool = True  # false: no mirror or package-index access (air-gapped machines, CI)
+    timeout_s: float = 10.0  # per network request
+    local_dir: str | None = None  # a folder holding the four files (gzipped or not), tried last
+
+    def __post_init__(self) -> None:
+        _require(self.timeout_s > 0, "fetch.timeout_s", "must be > 0")
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    fetch: FetchConfig = field(default_factory=FetchConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.seed >= 0, "seed", "must be >= 0")
+
+
+def validate(cfg: DictConfig | dict[str, Any]) -> Config:
+    """Check `cfg` against the schema and return it as typed dataclasses.
+
+    Raises ConfigError naming the offending key (unknown keys, wrong types, bad ranges).
+    """
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    cfg = {k: v for k, v in cfg.items() if k != "hydra"}
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(Config), cfg)
+        return OmegaConf.to_object(merged)
+    except ConfigError:
+        raise
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "config"
+        msg = str(exc).splitlines()[0]
+        raise ConfigError(f"{key}: {msg}") from None
+
+
+def load_params(path: Path = PARAMS_FILE) -> Config:
+    """Read and validate `params.yaml` (what the DVC stages run on)."""
+    if not Path(path).is_file():
+        raise ConfigError(
+            f"{path} not found: run from the repository root, or regenerate it with "
+            "`make params` (it is the composition of conf/)"
+        )
+    with open(path, encoding="utf-8") as fh:
+        return validate(yaml.safe_load(fh) or {})
+
+
+def compose(overrides: list[str] | None = None, config_dir: Path = Path("conf")) -> str:
+    """Compose `conf/` into params.yaml text exactly as `dvc exp run` does (DVC's own code)."""
+    from dvc.utils.hydra import compose_and_dump
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "params.yaml"
+        compose_and_dump(out, str(Path(config_dir).resolve()), None, "config", tmp, overrides or [])
+        text = out.read_text(encoding="utf-8")
+    validate(yaml.safe_load(text))
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pipeline.config [overrides...]`: rewrite params.yaml from conf/."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data=fashion_mnist")
+    parser.add_argument("--check", action="store_true", help="only report drift; exit 1 if any")
+    args = parser.parse_args(argv)
+    text = compose(args.overrides)
+    current = PARAMS_FILE.read_text(encoding="utf-8") if PARAMS_FILE.exists() else None
+    if args.check:
+        if current != text:
+            print("params.yaml differs from the composition of conf/: run `make params`")
+            return 1
+        return 0
+    if current != text:
+        atomic_write_bytes(PARAMS_FILE, text.encode())
+        print("params.yaml rewritten from conf/")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

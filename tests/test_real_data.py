@@ -1,0 +1,44 @@
+"""Checks on the real datasets; each skips, with the reason, when its data is absent."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO
+
+from pipeline.fetch import FetchOptions, fetch
+from pipeline.integrity import sha256_file
+from pipeline.manifest import load_manifest
+
+pytestmark = pytest.mark.real_data
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def test_fetched_mnist_matches_the_manifest():
+    raw = REPO / "data" / "raw" / "mnist"
+    if not raw.is_dir():
+        pytest.skip(f"{raw} absent: run `dvc repro fetch` (make repro) first")
+    for spec in load_manifest("mnist").files:
+        assert sha256_file(raw / spec.name) == spec.sha256
+
+
+def test_prepared_mnist_has_the_documented_layout():
+    path = REPO / "data" / "prepared" / "mnist.npz"
+    if not path.is_file():
+        pytest.skip(f"{path} absent: run `dvc repro prepare` (make repro) first")
+    from pipeline.dataset import load_prepared
+
+    data = load_prepared(path, np.float32)
+    assert len(data.fit) + len(data.val) == 60_000 and len(data.test) == 10_000
+    assert (
+        data.test.x.shape == (10_000, 28, 28)
+        and 0.0 <= data.test.x.min() <= data.test.x.max() <= 1.0
+    )
+    assert np.bincount(data.test.labels).tolist()[:2] == [980, 1135]  # MNIST's test class counts
+
+
+def test_fashion_mnist_offline_from_debian(tmp_path):
+    if not DEBIAN_FASHION.is_dir():
+        pytest.skip(f"{DEBIAN_FASHION} absent: apt-get install dataset-fashion-mnist")
+    record = fetch(load_manifest("fashion_mnist"), tmp_path, FetchOptions(network=False))
+    assert all("dataset-fashion-mnist" in f["source"] for f in record["files"].values())
