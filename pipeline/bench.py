@@ -7,20 +7,20 @@ of training, and the time per operation (conv1 / pool / conv2 / fc, forward and 
 torch is importable, `pipeline.bench_torch` trains the same network from the same weights in the
 same order, interleaved with the NumPy runs, and the ratio NumPy / torch is printed.
 
-BLAS runs on one thread: set here before NumPy loads unless the environment says otherwise (on
-two shared cores, two BLAS threads were many times slower whenever another process was busy).
+BLAS runs on one thread (set here before NumPy loads, unless the environment says otherwise) and
+glibc's malloc keeps large blocks for reuse; see `pipeline.runtime`.
 """
 
 from __future__ import annotations
 
-import os
+from pipeline import runtime
 
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")  # before NumPy (and torch) load their thread pools
+runtime.default_single_thread_blas()  # before NumPy (and torch) load their thread pools
 
 import argparse  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import resource  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -136,13 +136,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--profile-batches", type=int, default=200)
     ap.add_argument("--no-torch", action="store_true", help="skip PyTorch even if importable")
     ap.add_argument("--json", action="store_true", help="print one JSON object only")
+    ap.add_argument("--default-malloc", action="store_true", help="skip runtime.tune_malloc")
     args = ap.parse_args(argv)
+    malloc_tuned = False if args.default_malloc else runtime.tune_malloc()
     say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
     use_torch = not args.no_torch and importlib.util.find_spec("torch") is not None
 
     datasets = {name: load(args.data, np.dtype(name)) for name in args.dtypes}
     out: dict[str, Any] = {
         "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+        "malloc_tuned": malloc_tuned,
         "batch_size": args.batch_size, "lr": args.lr, "epochs": args.epochs,
         "repeats": args.repeats, "seed": args.seed,
     }  # fmt: skip
@@ -182,7 +185,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return out
     print(f"\nMNIST, {n_train} images, batch {args.batch_size}, lr {args.lr}, "
           f"{args.epochs} epoch(s), median of {args.repeats}, "
-          f"BLAS threads {out['blas_threads']}")  # fmt: skip
+          f"BLAS threads {out['blas_threads']}, malloc tuned {malloc_tuned}")  # fmt: skip
     for name in args.dtypes:
         line = (f"{name}: {out[f'epoch_s_{name}']:.2f} s/epoch, {out[f'images_per_s_{name}']:.0f} "
                 f"img/s, test error {out[f'test_error_{name}']:.4f}, "
