@@ -218,7 +218,8 @@ def full_conv(dz: np.ndarray, k: np.ndarray) -> np.ndarray:
     c, q, kh, kw = k.shape
     _, oh, ow, n = dz.shape
     h, w = oh + kh - 1, ow + kw - 1
-    band = np.append(k.ravel(), 0)[_band_index(c, q, kh, kw, oh)]  # (KW*C*H, Q*OH)
+    k_and_zero = np.concatenate((k.ravel(), np.zeros(1, k.dtype)))  # keeps k's dtype
+    band = k_and_zero[_band_index(c, q, kh, kw, oh)]  # (KW*C*H, Q*OH)
     # canvas[j, p, s, :OW] = sum_{q,r} band[(j, p, s), (q, r)] dz[q, r]: column tap j's share,
     # not yet shifted; KW-1 zero columns on the right absorb the shifts below.
     canvas = np.empty((kw, c, h, w, n), dz.dtype)

@@ -227,3 +227,16 @@ def test_sgd_update_is_pure():
     before = {k: v.copy() for k, v in p.items()}
     cnn.sgd_update(p, p, 0.5)
     assert all(np.array_equal(p[k], before[k]) for k in p)
+
+
+def test_float32_stays_float32_everywhere():
+    # A silent promotion to float64 doubles the bytes moved without changing any result by
+    # much: check the dtype of every array the network returns or caches.
+    p = cnn.init_params(np.random.default_rng(0), np.float32)
+    x, y = random_batch(9, 4, np.float32)
+    yhat, cache = cnn.forward(p, x)
+    arrays = [yhat, cache.c1.cols, cache.c1.a, cache.c2.cols, cache.c2.a, cache.f, cache.yhat]
+    _, g = cnn.backward(p, cache, y)
+    dz = np.ones((12, 8, 8, 4), np.float32)
+    arrays += [*g.values(), cnn.full_conv(dz, p["k2"]), cnn.pool_backward(dz)]
+    assert all(a.dtype == np.float32 for a in arrays), [a.dtype for a in arrays]
