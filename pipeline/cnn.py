@@ -14,14 +14,16 @@ cross-correlation.
 
 Layout: public functions take images (N, 28, 28) and return (N, 10). Internally every activation
 is batch-innermost, (C, H, W, N): a window copy then moves contiguous runs of W*N values, the
-pooling adds contiguous runs, and each convolution is one matrix product whose output already has
-the next layer's layout. Every op is a pure ``*_forward(...) -> (out, cache)`` /
-``*_backward(dout, cache) -> grads`` pair; the dtype of the parameters (float32 or float64) is the
-dtype of all the arithmetic.
+pooling adds contiguous runs, and each convolution is one batched matrix product (one matrix per
+output row) whose sigmoid writes the next layer's layout directly. The convolution layer is a
+pure ``conv_sigmoid_forward(x, k, b) -> (a, cache)`` / ``conv_backward(dz, cache, k)`` pair;
+pooling, flatten and the FC layer need nothing cached beyond their inputs and outputs. The dtype
+of the parameters (float32 or float64) is the dtype of all the arithmetic.
 
-Determinism: all reductions here are single-threaded NumPy loops or BLAS calls whose results
-depend only on the thread count. Run with one BLAS thread (``OPENBLAS_NUM_THREADS=1``, exported by
-the Makefile and set by ``pipeline.bench``): faster on two shared cores and byte-reproducible.
+Determinism: no step depends on timing or on addresses; the matrix products depend on the BLAS
+thread count. With one BLAS thread (``OPENBLAS_NUM_THREADS=1``: exported by the Makefile, set by
+``pipeline.runtime`` for entry points) the same inputs give byte-identical results, and two
+threads on two shared cores were up to 2.4x slower whenever another process was busy.
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ def im2col(x: np.ndarray, kh: int, kw: int) -> np.ndarray:
     append a row of ones (it carries the bias through the same product, and gives db in dk's).
 
     One matrix per output row (rather than one (C*kh*kw, OH*OW*N) matrix) keeps each product's
-    operands in cache: 1.5-3x faster for the first layer's (6, 25) kernel matrix.
+    operands in cache: 1.4-2.7x faster for the first layer's (6, 25) kernel matrix.
 
     Inputs: x (C, H, W, N).
     Returns: cols (OH, C*kh*kw + 1, OW*N), cols[s, (c, i, j), (t, n)] = x[c, s+i, t+j, n] and
