@@ -15,8 +15,6 @@ import torch.nn.functional as F
 
 from pipeline import cnn
 
-DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
-
 
 def to_torch(params: cnn.Params) -> dict[str, torch.Tensor]:
     """Paper parameters -> torch leaf tensors; kernels become conv2d's (out, in, KH, KW) rot180."""
