@@ -1,0 +1,207 @@
+"""Benchmark: full MNIST epochs of the NumPy CNN, float32 and float64, against PyTorch if present.
+
+    python -m pipeline.bench [--data data/prepared/mnist.npz] [--repeats 3] [--json]
+
+Prints the median seconds per epoch, images per second, the test error reached, the peak memory
+of training, and the time per operation (conv1 / pool / conv2 / fc, forward and backward). Where
+torch is importable, `pipeline.bench_torch` trains the same network from the same weights in the
+same order, interleaved with the NumPy runs, and the ratio NumPy / torch is printed.
+
+BLAS runs on one thread (set here before NumPy loads, unless the environment says otherwise) and
+glibc's malloc keeps large blocks for reuse; see `pipeline.runtime`.
+"""
+
+from __future__ import annotations
+
+from pipeline import runtime
+
+runtime.default_single_thread_blas()  # before NumPy (and torch) load their thread pools
+
+import argparse  # noqa: E402
+import importlib.util  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import resource  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import tracemalloc  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from pipeline import cnn, training  # noqa: E402
+
+# Stages reported by `cnn.forward` / `cnn.backward` through their `lap` hook, grouped per layer.
+GROUPS = {
+    "conv1_fwd": ("input", "conv1_fwd"),
+    "pool1_fwd": ("pool1_fwd",),
+    "conv2_fwd": ("conv2_fwd",),
+    "pool2_fwd": ("pool2_fwd",),
+    "fc_fwd": ("fc_fwd",),
+    "fc_bwd": ("fc_bwd",),
+    "pool2_bwd": ("pool2_bwd",),
+    "conv2_bwd": ("conv2_bwd",),
+    "pool1_bwd": ("pool1_bwd",),
+    "conv1_bwd": ("conv1_bwd",),
+    "sgd": ("sgd",),
+}
+
+
+def load(path: str, dtype: np.dtype) -> dict[str, np.ndarray]:
+    """MNIST arrays from an .npz with uint8 train/test images and labels; pixels / 255 in dtype."""
+    with np.load(path) as d:
+        raw = {k: d[k] for k in ("train_images", "train_labels", "test_images", "test_labels")}
+    scale = dtype.type(255)
+    return {
+        "x": raw["train_images"].astype(dtype) / scale,
+        "y": np.eye(10, dtype=dtype)[raw["train_labels"]],
+        "x_test": raw["test_images"].astype(dtype) / scale,
+        "labels_test": raw["test_labels"].astype(np.int64),
+    }
+
+
+def run_numpy(
+    data: dict, seed: int, epochs: int, batch_size: int, lr: float
+) -> tuple[float, float]:
+    """Train from `seed`; returns (seconds per epoch, test error)."""
+    init_rng, shuffle_rng = training.make_generators(seed)
+    params = cnn.init_params(init_rng, data["x"].dtype)
+    start = time.perf_counter()
+    res = training.train(
+        params, data["x"], data["y"], epochs=epochs, batch_size=batch_size, lr=lr,
+        shuffle_rng=shuffle_rng, progress=False,
+    )  # fmt: skip
+    seconds = (time.perf_counter() - start) / epochs
+    pred = training.predict(res.params, data["x_test"])
+    return seconds, training.error_rate(pred, data["labels_test"])
+
+
+def run_torch(
+    data: dict, seed: int, epochs: int, batch_size: int, lr: float
+) -> tuple[float, float]:
+    """The same run in PyTorch (same init and order); returns (seconds per epoch, test error)."""
+    from pipeline import bench_torch
+
+    init_rng, shuffle_rng = training.make_generators(seed)
+    params = cnn.init_params(init_rng, data["x"].dtype)
+    seconds = 0.0
+    for _ in range(epochs):
+        perm = shuffle_rng.permutation(data["x"].shape[0])
+        params, s = bench_torch.train_epoch(params, data["x"], data["y"], perm, batch_size, lr)
+        seconds += s
+    pred = training.predict(params, data["x_test"])
+    return seconds / epochs, training.error_rate(pred, data["labels_test"])
+
+
+def profile(data: dict, batches: int, batch_size: int, lr: float) -> tuple[dict[str, float], float]:
+    """Per-stage milliseconds per batch over `batches` batches, and the tracemalloc peak (MiB)
+    of those training steps (the dataset itself excluded)."""
+    params = cnn.init_params(np.random.default_rng(0), data["x"].dtype)
+    perm = np.random.default_rng(1).permutation(data["x"].shape[0])
+    totals: dict[str, float] = {}
+    clock = [0.0]
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        totals[name] = totals.get(name, 0.0) + now - clock[0]
+        clock[0] = now
+
+    tracemalloc.start()
+    for i in range(batches):
+        idx = perm[i * batch_size : (i + 1) * batch_size]
+        xb, yb = data["x"][idx], data["y"][idx]
+        clock[0] = time.perf_counter()
+        _, cache = cnn.forward(params, xb, lap)
+        _, grads = cnn.backward(params, cache, yb, lap)
+        params = cnn.sgd_update(params, grads, lr)
+        lap("sgd")
+    peak = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    ms = {
+        g: 1e3 * sum(totals.get(s, 0.0) for s in stages) / batches for g, stages in GROUPS.items()
+    }
+    return ms, peak
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="data/prepared/mnist.npz")
+    ap.add_argument("--repeats", type=int, default=3, help="timed epochs per dtype (median)")
+    ap.add_argument("--epochs", type=int, default=1, help="epochs per timed run")
+    ap.add_argument("--batch-size", type=int, default=50)
+    ap.add_argument("--lr", type=float, default=1.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
+    ap.add_argument("--profile-batches", type=int, default=200)
+    ap.add_argument("--no-torch", action="store_true", help="skip PyTorch even if importable")
+    ap.add_argument("--json", action="store_true", help="print one JSON object only")
+    ap.add_argument("--default-malloc", action="store_true", help="skip runtime.tune_malloc")
+    args = ap.parse_args(argv)
+    malloc_tuned = False if args.default_malloc else runtime.tune_malloc()
+    say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    use_torch = not args.no_torch and importlib.util.find_spec("torch") is not None
+
+    datasets = {name: load(args.data, np.dtype(name)) for name in args.dtypes}
+    out: dict[str, Any] = {
+        "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+        "malloc_tuned": malloc_tuned,
+        "batch_size": args.batch_size, "lr": args.lr, "epochs": args.epochs,
+        "repeats": args.repeats, "seed": args.seed,
+    }  # fmt: skip
+    n_train = datasets[args.dtypes[0]]["x"].shape[0]
+    # Profile first, before torch is imported, so that the process's max RSS is NumPy's.
+    for name, data in datasets.items():
+        out[f"breakdown_ms_per_batch_{name}"], out[f"peak_traced_mib_{name}"] = profile(
+            data, args.profile_batches, args.batch_size, args.lr
+        )
+    out["max_rss_mib_numpy"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    times: dict[str, list[float]] = {}
+    errors: dict[str, float] = {}
+    for r in range(args.repeats):  # interleaved: numpy f32, torch f32, numpy f64, torch f64
+        for name, data in datasets.items():
+            runs = [("", run_numpy)] + ([("torch_", run_torch)] if use_torch else [])
+            for prefix, fn in runs:
+                s, err = fn(data, args.seed, args.epochs, args.batch_size, args.lr)
+                times.setdefault(prefix + name, []).append(s)
+                errors[prefix + name] = err
+                who = f"{prefix or 'numpy_'}{name}"
+                say(f"repeat {r + 1}/{args.repeats} {who}: {s:.2f} s/epoch, test error {err:.4f}")
+    for key, ts in times.items():
+        med = statistics.median(ts)
+        out[f"epoch_s_{key}" if not key.startswith("torch_") else f"torch_epoch_s_{key[6:]}"] = med
+        out[f"images_per_s_{key}"] = n_train / med
+        out[f"test_error_{key}"] = errors[key]
+        out[f"all_epoch_s_{key}"] = ts
+    if use_torch:
+        for name in args.dtypes:
+            out[f"ratio_numpy_over_torch_{name}"] = (
+                out[f"epoch_s_{name}"] / out[f"torch_epoch_s_{name}"]
+            )
+
+    if args.json:
+        print(json.dumps(out))
+        return out
+    print(f"\nMNIST, {n_train} images, batch {args.batch_size}, lr {args.lr}, "
+          f"{args.epochs} epoch(s), median of {args.repeats}, "
+          f"BLAS threads {out['blas_threads']}, malloc tuned {malloc_tuned}")  # fmt: skip
+    for name in args.dtypes:
+        line = (f"{name}: {out[f'epoch_s_{name}']:.2f} s/epoch, {out[f'images_per_s_{name}']:.0f} "
+                f"img/s, test error {out[f'test_error_{name}']:.4f}, "
+                f"peak traced {out[f'peak_traced_mib_{name}']:.1f} MiB")  # fmt: skip
+        if use_torch:
+            line += (f" | torch {out[f'torch_epoch_s_{name}']:.2f} s/epoch (error "
+                     f"{out[f'test_error_torch_{name}']:.4f}), ratio "
+                     f"{out[f'ratio_numpy_over_torch_{name}']:.2f}")  # fmt: skip
+        print(line)
+        per_batch = out[f"breakdown_ms_per_batch_{name}"]
+        batches = -(-n_train // args.batch_size)
+        print("  per operation, ms/batch (s/epoch): " + ", ".join(
+            f"{k} {v:.3f} ({v * batches / 1e3:.2f})" for k, v in per_batch.items()))  # fmt: skip
+    print(f"max RSS of the NumPy part: {out['max_rss_mib_numpy']:.0f} MiB")
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Training loop, determinism, callbacks, divergence, and batched inference."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from numpy.lib.stride_tricks import sliding_window_view
+
+from pipeline import cnn, training
+
+
+def templates_data(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """n images of 10 classes, digit-like: one smooth random blob per class (15% of the pixels
+    on, the rest 0) with multiplicative noise, values in [0, 1]; y one-hot (n, 10)."""
+    rng = np.random.default_rng(seed)
+    smooth = sliding_window_view(rng.random((10, 34, 34)), (7, 7), axis=(1, 2)).mean(axis=(-2, -1))
+    templates = smooth > np.quantile(smooth, 0.85, axis=(1, 2), keepdims=True)  # (10, 28, 28)
+    labels = np.arange(n) % 10
+    x = templates[labels] * (1 - 0.2 * rng.random((n, 28, 28)))
+    return x, np.eye(10)[labels]
+
+
+def run(seed: int = 0, dtype=np.float64, n: int = 30, **kw) -> training.TrainResult:
+    x, y = templates_data(1, n)
+    init_rng, shuffle_rng = training.make_generators(seed)
+    params = cnn.init_params(init_rng, dtype)
+    kw = {"epochs": 2, "batch_size": 10, "lr": 1.0, "shuffle_rng": shuffle_rng, **kw}
+    return training.train(params, x.astype(dtype), y.astype(dtype), **kw)
+
+
+def test_make_generators_is_deterministic_and_independent():
+    a_init, a_shuf = training.make_generators(3)
+    b_init, b_shuf = training.make_generators(3)
+    assert a_init.random() == b_init.random()
+    assert a_shuf.random() == b_shuf.random()
+    c_init, c_shuf = training.make_generators(3)
+    assert c_init.random() != c_shuf.random()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_same_seed_same_bytes_other_seed_other_weights(dtype):
+    a, b, c = run(0, dtype), run(0, dtype), run(1, dtype)
+    for name in cnn.PARAM_NAMES:
+        assert a.params[name].tobytes() == b.params[name].tobytes()
+        assert not np.array_equal(a.params[name], c.params[name]) or name.startswith("b")
+    assert a.batch_losses.tobytes() == b.batch_losses.tobytes()
+
+
+def test_overfits_50_samples():
+    # Per-sample updates (batch size 1, as in the paper): the sigmoid/MSE net first sits on the
+    # all-zeros plateau (loss ~0.45), then memorises the 50 samples.
+    x, y = templates_data(2, 50)
+    init_rng, shuffle_rng = training.make_generators(0)
+    res = training.train(
+        cnn.init_params(init_rng), x, y, epochs=20, batch_size=1, lr=1.0, shuffle_rng=shuffle_rng
+    )
+    loss, err = training.evaluate(res.params, x, y)
+    assert err == 0.0
+    assert loss < 0.05 < res.batch_losses[0]
+
+
+def test_partial_last_batch_is_a_smaller_batch_with_its_own_mean():
+    x, y = templates_data(3, 23)
+    perm = np.random.default_rng(0).permutation(23)
+    params = cnn.init_params(np.random.default_rng(0))
+    res = training.train(params, x, y, epochs=1, batch_size=10, lr=0.5, order=lambda e: perm)
+    assert res.batch_losses.shape == (3,)
+    p = params
+    for start, loss in zip((0, 10, 20), res.batch_losses, strict=True):
+        idx = perm[start : start + 10]  # the last one holds 3 samples
+        batch_loss, g = cnn.loss_and_grads(p, x[idx], y[idx])
+        assert batch_loss == loss
+        p = cnn.sgd_update(p, g, 0.5)
+    for name in cnn.PARAM_NAMES:
+        assert p[name].tobytes() == res.params[name].tobytes()
+
+
+def test_order_hook_callbacks_and_metrics():
+    x, y = templates_data(4, 20)
+    orders = {1: np.arange(20), 2: np.arange(20)[::-1]}
+    batches, epochs = [], []
+    res = training.train(
+        cnn.init_params(np.random.default_rng(0)), x, y, epochs=2, batch_size=8, lr=1.0,
+        order=orders.__getitem__, x_val=x[:5], y_val=y[:5],
+        on_batch=lambda step, loss: batches.append((step, loss)),
+        on_epoch=lambda epoch, m: epochs.append((epoch, m)),
+    )  # fmt: skip
+    assert [s for s, _ in batches] == [1, 2, 3, 4, 5, 6]
+    assert [loss for _, loss in batches] == res.batch_losses.tolist()
+    assert [e for e, _ in epochs] == [1, 2]
+    m = epochs[0][1]
+    assert set(m) == {"epoch", "train_loss", "train_error", "val_loss", "val_error"}
+    weights = np.array([8, 8, 4])  # batch sizes: the epoch's loss is a sample-weighted mean
+    assert m["train_loss"] == pytest.approx(weights @ res.batch_losses[:3] / 20)
+    assert res.history == [m for _, m in epochs]
+    # The first batch of epoch 1 is samples 0-7, given by the hook.
+    assert (
+        res.batch_losses[0]
+        == cnn.loss_and_grads(cnn.init_params(np.random.default_rng(0)), x[:8], y[:8])[0]
+    )
+
+
+def test_order_must_be_a_permutation():
+    x, y = templates_data(4, 10)
+    p = cnn.init_params(np.random.default_rng(0))
+    with pytest.raises(ValueError, match="permutation"):
+        training.train(p, x, y, epochs=1, batch_size=5, lr=1.0, order=lambda e: np.zeros(10, int))
+
+
+def test_divergence_raises_naming_epoch_and_batch():
+    x, y = templates_data(5, 30)
+    x[17, 3, 3] = np.nan  # sample 17 sits in batch 2 of epoch 1 (batches of 10, identity order)
+    p = cnn.init_params(np.random.default_rng(0))
+    with pytest.raises(training.DivergenceError, match=r"epoch 1, batch 2") as info:
+        training.train(p, x, y, epochs=1, batch_size=10, lr=1.0, order=lambda e: np.arange(30))
+    assert (info.value.epoch, info.value.batch, info.value.step) == (1, 2, 2)
+
+
+def test_infinite_learning_rate_diverges():
+    # The loss is bounded (sigmoid outputs), so only non-finite weights make it diverge.
+    with np.errstate(invalid="ignore"), pytest.raises(training.DivergenceError, match="epoch 1"):
+        run(0, np.float64, epochs=3, lr=np.inf)
+
+
+def test_predict_error_rate_and_confusion_matrix():
+    x, _ = templates_data(6, 30)
+    p = cnn.init_params(np.random.default_rng(0))
+    proba = training.predict_proba(p, x, batch_size=7)  # batches of 7, 7, 7, 7, 2
+    np.testing.assert_allclose(proba, cnn.forward(p, x)[0], rtol=1e-14)
+    pred = training.predict(p, x, batch_size=7)
+    np.testing.assert_array_equal(pred, proba.argmax(axis=1))
+    assert training.error_rate(np.array([1, 2, 3, 4]), np.array([1, 2, 0, 0])) == 0.5
+    cm = training.confusion_matrix(np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 2, 0]), 3)
+    np.testing.assert_array_equal(cm, [[1, 1, 0], [0, 1, 0], [1, 0, 2]])  # rows = true labels
+
+
+def test_progress_bar_only_when_enabled():
+    quiet, loud = io.StringIO(), io.StringIO()
+    training.Progress(3, quiet).update(3, "x")  # a StringIO is not a terminal
+    training.Progress(3, loud, enabled=True).update(3, "done")
+    assert quiet.getvalue() == ""
+    assert "3/3 done" in loud.getvalue()
