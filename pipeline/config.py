@@ -40,6 +40,7 @@ class DataConfig:
     prepared: str = "data/prepared/mnist.npz"  # prepare output
     val_size: int = 10_000  # validation images held out of the 60,000 training images
     split_seed: int = 0  # seeds the validation split only (independent of the run's seed)
+    subset: int | None = None  # train on the first `subset` fit images only (quick runs)
 
     def __post_init__(self) -> None:
         _require(
@@ -48,6 +49,7 @@ class DataConfig:
         )  # fmt: skip
         _require(0 <= self.val_size < 60_000, "data.val_size", "must be in [0, 60000)")
         _require(self.split_seed >= 0, "data.split_seed", "must be >= 0")
+        _require(self.subset is None or self.subset >= 1, "data.subset", "must be >= 1 or null")
 
 
 @dataclass
@@ -61,10 +63,48 @@ class FetchConfig:
 
 
 @dataclass
+class ModelConfig:
+    name: str = "zhang2016"  # the paper's network (the only one): 3,898 parameters
+
+    def __post_init__(self) -> None:
+        _require(self.name == "zhang2016", "model.name", "the only model is 'zhang2016'")
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 1.0  # alpha in eqs. (65)-(70)
+    batch_size: int = 50
+    epochs: int = 1
+    dtype: str = "float64"  # float64 (the reference's doubles) or float32
+
+    def __post_init__(self) -> None:
+        _require(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
+        _require(self.batch_size >= 1, "train.batch_size", f"must be >= 1, got {self.batch_size}")
+        _require(self.epochs >= 1, "train.epochs", f"must be >= 1, got {self.epochs}")
+        _require(
+            self.dtype in ("float32", "float64"), "train.dtype",
+            f"must be float32 or float64, got {self.dtype!r}",
+        )  # fmt: skip
+
+
+@dataclass
+class TrackingConfig:
+    experiment: str = "zhang-cnn"  # MLflow experiment name
+    uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///<repo root>/mlflow.db
+    log_model: bool = True  # log the MLflow pyfunc model (a few seconds per run)
+
+    def __post_init__(self) -> None:
+        _require(bool(self.experiment.strip()), "tracking.experiment", "must not be empty")
+
+
+@dataclass
 class Config:
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     fetch: FetchConfig = field(default_factory=FetchConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
         _require(self.seed >= 0, "seed", "must be >= 0")

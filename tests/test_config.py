@@ -12,10 +12,18 @@ def test_params_yaml_is_the_composition_of_conf():
     assert compose(config_dir=REPO / "conf") == committed, "run `make params`"
 
 
-def test_every_data_group_option_validates():
-    for option in sorted(p.stem for p in (REPO / "conf" / "data").glob("*.yaml")):
-        cfg = validate(yaml.safe_load(compose([f"data={option}"], config_dir=REPO / "conf")))
-        assert cfg.data.name == option
+@pytest.mark.parametrize("group", ["data", "model", "train", "tracking"])
+def test_every_group_option_composes_and_validates(group):
+    options = sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml"))
+    assert options
+    for option in options:
+        text = compose([f"{group}={option}"], config_dir=REPO / "conf")
+        validate(yaml.safe_load(text))
+
+
+def test_small_subset_keeps_mnist_files():
+    cfg = validate(yaml.safe_load(compose(["data=mnist_small"], config_dir=REPO / "conf")))
+    assert (cfg.data.name, cfg.data.subset) == ("mnist", 5000)
 
 
 @pytest.mark.parametrize(
@@ -29,6 +37,14 @@ def test_every_data_group_option_validates():
         ({"fetch": {"network": "sometimes"}}, "fetch.network"),
         ({"sed": 1}, "sed"),
         ({"seed": -3}, "seed"),
+        ({"train": {"lr": 0}}, "train.lr"),
+        ({"train": {"lr": "abc"}}, "train.lr"),
+        ({"train": {"batch_size": 0}}, "train.batch_size"),
+        ({"train": {"epochs": 0}}, "train.epochs"),
+        ({"train": {"dtype": "float16"}}, "train.dtype"),
+        ({"train": {"momentum": 0.9}}, "train.momentum"),
+        ({"model": {"name": "lenet"}}, "model.name"),
+        ({"data": {"subset": 0}}, "data.subset"),
     ],
 )
 def test_bad_values_fail_naming_the_key(override, key):
