@@ -1,0 +1,160 @@
+"""MLflow at the edge: where the store is, one experiment created once, one run per training.
+
+- Store: `MLFLOW_TRACKING_URI` if set, else the config's `tracking.uri`, else an absolute
+  `sqlite:///<repo root>/mlflow.db`. The repo root is `DVC_ROOT` when DVC runs the stage (queued
+  `dvc exp` runs execute in a temporary copy of the repo, where a relative store would be lost),
+  else the git top level, else the working directory.
+- Artifacts: `<repo root>/mlartifacts/<experiment>` for experiments created here, fixed at
+  creation as an absolute path (MLflow would otherwise use the creating process's cwd).
+- The experiment is looked up or created once and its id passed on: `mlflow.set_experiment`
+  racing across processes was seen to file runs under Default silently.
+- A run ends FINISHED only when everything was logged; an exception ends it FAILED, Ctrl-C or
+  SIGTERM ends it KILLED.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+import mlflow
+from mlflow.entities import Metric, RunStatus
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used; the message says which and how to fix it."""
+
+
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM so the run can end KILLED and clean up."""
+
+
+def repo_root() -> Path:
+    if os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"]).resolve()
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        out = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True
+        )
+        return Path(out.stdout.strip()).resolve()
+    return Path.cwd().resolve()
+
+
+def resolve_uri(configured: str | None = None) -> str:
+    """The tracking URI to use (environment > config > absolute SQLite at the repo root)."""
+    return (
+        os.environ.get("MLFLOW_TRACKING_URI")
+        or configured
+        or f"sqlite:///{repo_root() / 'mlflow.db'}"
+    )
+
+
+def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, before any training, when an HTTP tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as resp:
+            resp.read()
+    except (urllib.error.URLError, OSError) as exc:
+        raise TrackingError(
+            f"MLflow tracking server {uri} is unreachable ({getattr(exc, 'reason', exc)}). "
+            "Start it (see README, 'MLflow UI'), or unset MLFLOW_TRACKING_URI / tracking.uri to "
+            "log to the local SQLite store."
+        ) from None
+
+
+def ensure_experiment(client: MlflowClient, name: str) -> str:
+    """Id of experiment `name`, created (with an absolute artifact location) if missing."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = (repo_root() / "mlartifacts" / name).as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:
+        exp = client.get_experiment_by_name(name)  # another process created it first
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def connect(uri: str | None, experiment: str) -> tuple[MlflowClient, str]:
+    """Point MLflow at the store, check it answers, and return (client, experiment id)."""
+    uri = resolve_uri(uri)
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    try:
+        return client, ensure_experiment(client, experiment)
+    except MlflowException as exc:
+        raise TrackingError(f"MLflow store {uri} cannot be used: {exc}") from exc
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"train": {"lr": 1}} -> {"train.lr": 1}: MLflow params as dotted keys."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def log_series(
+    client: MlflowClient, run_id: str, key: str, values: Sequence[float], first_step: int
+) -> None:
+    """Log values[i] at step first_step + i, in as few calls as MLflow allows."""
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(key, float(v), now, first_step + i) for i, v in enumerate(values) if math.isfinite(v)
+    ]
+    for start in range(0, len(metrics), MAX_BATCH):
+        client.log_batch(run_id, metrics=metrics[start : start + MAX_BATCH])
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def run(
+    experiment_id: str, *, run_name: str | None = None, tags: Mapping[str, str] | None = None,
+    parent_run_id: str | None = None,
+) -> Iterator[mlflow.ActiveRun]:  # fmt: skip
+    """An MLflow run that ends FINISHED, FAILED (exception) or KILLED (Ctrl-C, SIGTERM)."""
+    previous = signal.getsignal(signal.SIGTERM)
+    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+        signal.signal(signal.SIGTERM, _raise_terminated)
+    active = mlflow.start_run(
+        experiment_id=experiment_id, run_name=run_name, tags=dict(tags or {}),
+        parent_run_id=parent_run_id,
+    )  # fmt: skip
+    status = RunStatus.to_string(RunStatus.FAILED)
+    try:
+        yield active
+        status = RunStatus.to_string(RunStatus.FINISHED)
+    except (KeyboardInterrupt, Terminated):
+        status = RunStatus.to_string(RunStatus.KILLED)
+        raise
+    finally:
+        mlflow.end_run(status)
+        with contextlib.suppress(ValueError, TypeError):
+            signal.signal(signal.SIGTERM, previous)
