@@ -1,0 +1,205 @@
+"""Train the CNN on the prepared data, evaluate it, and log everything to one MLflow run.
+
+Two entry points, one code path (`train_and_log`):
+- DVC stage:  python -m pipeline.train --params params.yaml
+  reads params.yaml, writes models/weights.npz, metrics/train.json, plots/{epochs,batches}.csv.
+- Hydra:      python -m pipeline.train [overrides]   (and -m for multirun sweeps)
+  composes conf/, writes the same files into Hydra's job folder.
+
+The MLflow run gets: params as dotted keys; per-epoch train_loss, val_loss, val_error
+(step = epoch); per-batch `batch_loss` (step = global batch index from 1, loss before that
+batch's update); final test_loss, test_error; tags (git commit, data hash, dataset, seed);
+artifacts (weights.npz, params.yaml, PNG figures) and the pyfunc model. It ends FINISHED only
+after all of that, FAILED on an error (divergence included), KILLED on Ctrl-C or SIGTERM; the
+weights file is written, atomically, only after training succeeded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import yaml
+
+import pipeline
+from pipeline import cnn, figures, outputs, serving, tracking, training
+from pipeline.config import Config, ConfigError, load_params, validate
+from pipeline.dataset import Split, load_prepared
+from pipeline.evaluate import Evaluation, assess
+from pipeline.integrity import DataError
+from pipeline.outputs import Paths
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    trained: training.TrainResult
+    test: Evaluation
+
+
+def git_commit() -> str:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout
+
+    try:
+        head = git("rev-parse", "HEAD").strip()
+        dirty = git("status", "--porcelain", "--untracked-files=no").strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{head}-dirty" if dirty else head
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def subset(split: Split, n: int | None) -> Split:
+    """The first n samples of a split (all of it when n is None)."""
+    if n is None or n >= len(split):
+        return split
+    return Split(x=split.x[:n], labels=split.labels[:n], y=split.y[:n])
+
+
+def train_and_log(
+    cfg: Config,
+    paths: Paths,
+    *,
+    config_tree: Mapping[str, Any],
+    parent_run_id: str | None = None,
+    extra_tags: Mapping[str, str] | None = None,
+) -> RunResult:
+    """Train, evaluate on the test set, write `paths`' files and log one MLflow run."""
+    _, experiment_id = tracking.connect(cfg.tracking.uri, cfg.tracking.experiment)  # fail fast
+    data = load_prepared(Path(cfg.data.prepared), cfg.train.dtype)
+    fit = subset(data.fit, cfg.data.subset)
+    init_rng, order_rng = training.make_generators(cfg.seed)
+    params0 = cnn.init_params(init_rng, np.dtype(cfg.train.dtype))
+    batches_per_epoch = -(-len(fit) // cfg.train.batch_size)
+    tags = {
+        "git_commit": git_commit(),
+        "data_sha256": file_sha256(Path(cfg.data.prepared)),
+        "dataset": cfg.data.name,
+        "seed": str(cfg.seed),
+        "pipeline_version": pipeline.__version__,
+        **dict(extra_tags or {}),
+    }
+    name = f"{cfg.data.name}-lr{cfg.train.lr:g}-bs{cfg.train.batch_size}-seed{cfg.seed}"
+    with tracking.run(experiment_id, run_name=name, tags=tags, parent_run_id=parent_run_id) as r:
+        run_id = r.info.run_id
+        client = mlflow.MlflowClient()
+        mlflow.log_params(tracking.flatten(config_tree))
+        mlflow.log_param("train.batches_per_epoch", batches_per_epoch)
+
+        pending: list[float] = []  # this epoch's batch losses, logged in one call per epoch
+
+        def on_epoch(epoch: int, metrics: Mapping[str, float]) -> None:
+            mlflow.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+            first = (epoch - 1) * batches_per_epoch + 1
+            tracking.log_series(client, run_id, "batch_loss", pending, first)
+            pending.clear()
+
+        has_val = len(data.val) > 0
+        trained = training.train(
+            params0, fit.x, fit.y, epochs=cfg.train.epochs, batch_size=cfg.train.batch_size,
+            lr=cfg.train.lr, shuffle_rng=order_rng,
+            x_val=data.val.x if has_val else None, y_val=data.val.y if has_val else None,
+            on_batch=lambda step, loss: pending.append(loss), on_epoch=on_epoch,
+        )  # fmt: skip
+        params = trained.params
+        test = assess(params, data.test)
+        mlflow.log_metrics({"test_loss": test.loss, "test_error": test.error})
+
+        write_train_outputs(paths, trained, batches_per_epoch)
+        curves = {k: [h[k] for h in trained.history if k in h]
+                  for k in ("train_loss", "val_loss", "val_error")}  # fmt: skip
+        with tempfile.TemporaryDirectory(prefix="pipeline-artifacts-") as tmp:
+            tmp = Path(tmp)
+            (tmp / "params.yaml").write_text(yaml.safe_dump(dict(config_tree), sort_keys=False))
+            figures.learning_curves(
+                tmp / "learning_curves.png", batch_loss=trained.batch_losses,
+                batches_per_epoch=batches_per_epoch, **curves,
+            )  # fmt: skip
+            figures.confusion(tmp / "confusion_matrix.png", test.confusion)
+            figures.kernels(tmp / "kernels_c1.png", params["k1"], title="C1 kernels k1")
+            figures.kernels(tmp / "kernels_c2.png", params["k2"], title="C2 kernels k2")
+            mlflow.log_artifacts(str(tmp))
+        mlflow.log_artifact(str(paths.weights))
+        if cfg.tracking.log_model:
+            serving.log_model(paths.weights, input_example=data.test.x[:2].astype(np.float64))
+    return RunResult(run_id=run_id, trained=trained, test=test)
+
+
+EPOCH_COLUMNS = ("train_loss", "train_error", "val_loss", "val_error")
+
+
+def write_train_outputs(paths: Paths, trained: training.TrainResult, batches: int) -> None:
+    """Weights, final training metrics and per-epoch / per-batch curves, for DVC."""
+    outputs.write_weights(paths.weights, trained.params)
+    last = trained.history[-1]
+    outputs.write_json(
+        paths.train_metrics,
+        {"epochs": len(trained.history)} | {k: last[k] for k in EPOCH_COLUMNS if k in last},
+    )
+    outputs.write_csv(
+        paths.epochs_csv, ["epoch", *EPOCH_COLUMNS],
+        [(int(h["epoch"]), *(h.get(k, float("nan")) for k in EPOCH_COLUMNS))
+         for h in trained.history],
+    )  # fmt: skip
+    outputs.write_csv(
+        paths.batches_csv, ["step", "epoch", "batch_loss"],
+        [(s, (s - 1) // batches + 1, loss) for s, loss in enumerate(trained.batch_losses, 1)],
+    )  # fmt: skip
+
+
+def run_stage(params_file: Path) -> int:
+    """The DVC stage: params.yaml in, files out; a clear message and exit 1 on failure."""
+    try:
+        cfg = load_params(params_file)
+        tree = yaml.safe_load(params_file.read_text(encoding="utf-8"))
+        result = train_and_log(cfg, Paths(), config_tree=tree)
+    except (ConfigError, DataError, tracking.TrackingError, training.DivergenceError) as exc:
+        print(f"train failed: {exc}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, tracking.Terminated):
+        print("train interrupted: the MLflow run ended KILLED; no weights written",
+              file=sys.stderr)  # fmt: skip
+        return 130
+    print(f"train: test error {result.test.error:.2%} (MLflow run {result.run_id})")
+    return 0
+
+
+def hydra_entry() -> None:
+    """`python -m pipeline.train [overrides]`: compose conf/ with Hydra and run once per job."""
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import DictConfig, OmegaConf
+
+    @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+    def _main(cfg: DictConfig) -> float:
+        config = validate(cfg)
+        tree = OmegaConf.to_container(cfg, resolve=True)
+        out = Path(HydraConfig.get().runtime.output_dir)
+        result = train_and_log(config, Paths(out), config_tree=tree)
+        print(f"train: test error {result.test.error:.2%} (MLflow run {result.run_id})")
+        return result.test.error
+
+    _main()
+
+
+if __name__ == "__main__":
+    if "--params" in sys.argv[1:]:
+        i = sys.argv.index("--params")
+        sys.exit(run_stage(Path(sys.argv[i + 1]) if i + 1 < len(sys.argv) else Path("params.yaml")))
+    hydra_entry()
