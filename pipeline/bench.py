@@ -7,30 +7,26 @@ of training, and the time per operation (conv1 / pool / conv2 / fc, forward and 
 torch is importable, `pipeline.bench_torch` trains the same network from the same weights in the
 same order, interleaved with the NumPy runs, and the ratio NumPy / torch is printed.
 
-BLAS runs on one thread (set here before NumPy loads, unless the environment says otherwise) and
-glibc's malloc keeps large blocks for reuse; see `pipeline.runtime`.
+BLAS runs on one thread (set by `import pipeline` before NumPy loads, unless the environment says
+otherwise) and glibc's malloc keeps large blocks for reuse; see `pipeline.runtime`.
 """
 
 from __future__ import annotations
 
-from pipeline import runtime
+import argparse
+import importlib.util
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+import tracemalloc
+from typing import Any
 
-runtime.default_single_thread_blas()  # before NumPy (and torch) load their thread pools
+import numpy as np
 
-import argparse  # noqa: E402
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import resource  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-import tracemalloc  # noqa: E402
-from typing import Any  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from pipeline import cnn, training  # noqa: E402
+from pipeline import cnn, runtime, training
 
 # Stages reported by `cnn.forward` / `cnn.backward` through their `lap` hook, grouped per layer.
 GROUPS = {

@@ -92,6 +92,7 @@ class TrackingConfig:
     experiment: str = "zhang-cnn"  # MLflow experiment name
     uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///<repo root>/mlflow.db
     log_model: bool = True  # log the MLflow pyfunc model (a few seconds per run)
+    sweep: str | None = None  # multirun: the sweep's name (default: sweep-<date>-<time>)
 
     def __post_init__(self) -> None:
         _require(bool(self.experiment.strip()), "tracking.experiment", "must not be empty")
@@ -115,7 +116,8 @@ def validate(cfg: DictConfig | dict[str, Any]) -> Config:
 
     Raises ConfigError naming the offending key (unknown keys, wrong types, bad ranges).
     """
-    if isinstance(cfg, DictConfig):
+    if isinstance(cfg, DictConfig):  # Hydra's own node is not ours to check (or to resolve)
+        cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
         cfg = OmegaConf.to_container(cfg, resolve=True)
     cfg = {k: v for k, v in cfg.items() if k != "hydra"}
     try:

@@ -17,6 +17,7 @@ weights file is written, atomically, only after training succeeded.
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 import tempfile
@@ -30,7 +31,7 @@ import numpy as np
 import yaml
 
 import pipeline
-from pipeline import cnn, figures, outputs, serving, tracking, training
+from pipeline import cnn, figures, outputs, runtime, serving, tracking, training
 from pipeline.config import Config, ConfigError, load_params, validate
 from pipeline.dataset import Split, load_prepared
 from pipeline.evaluate import Evaluation, assess
@@ -93,6 +94,8 @@ def train_and_log(
         "dataset": cfg.data.name,
         "seed": str(cfg.seed),
         "pipeline_version": pipeline.__version__,
+        "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
+        **({"dvc_exp_name": os.environ["DVC_EXP_NAME"]} if os.environ.get("DVC_EXP_NAME") else {}),
         **dict(extra_tags or {}),
     }
     name = f"{cfg.data.name}-lr{cfg.train.lr:g}-bs{cfg.train.batch_size}-seed{cfg.seed}"
@@ -105,7 +108,10 @@ def train_and_log(
         pending: list[float] = []  # this epoch's batch losses, logged in one call per epoch
 
         def on_epoch(epoch: int, metrics: Mapping[str, float]) -> None:
-            mlflow.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+            shown = {k: v for k, v in metrics.items() if k != "epoch"}
+            mlflow.log_metrics(shown, step=epoch)
+            print(f"epoch {epoch}/{cfg.train.epochs}: "
+                  + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()), flush=True)  # fmt: skip
             first = (epoch - 1) * batches_per_epoch + 1
             tracking.log_series(client, run_id, "batch_loss", pending, first)
             pending.clear()
@@ -188,10 +194,15 @@ def hydra_entry() -> None:
 
     @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
     def _main(cfg: DictConfig) -> float:
+        from pipeline.sweep import job_context
+
         config = validate(cfg)
         tree = OmegaConf.to_container(cfg, resolve=True)
         out = Path(HydraConfig.get().runtime.output_dir)
-        result = train_and_log(config, Paths(out), config_tree=tree)
+        parent, tags = job_context()
+        result = train_and_log(
+            config, Paths(out), config_tree=tree, parent_run_id=parent, extra_tags=tags
+        )
         print(f"train: test error {result.test.error:.2%} (MLflow run {result.run_id})")
         return result.test.error
 
@@ -199,6 +210,7 @@ def hydra_entry() -> None:
 
 
 if __name__ == "__main__":
+    runtime.tune_malloc()  # reuse each step's large temporaries (glibc); results unchanged
     if "--params" in sys.argv[1:]:
         i = sys.argv.index("--params")
         sys.exit(run_stage(Path(sys.argv[i + 1]) if i + 1 < len(sys.argv) else Path("params.yaml")))
