@@ -17,6 +17,7 @@ run: FINISHED if every child finished, else FAILED (tagged with the failed jobs)
 from __future__ import annotations
 
 import atexit
+import copy
 import os
 import shlex
 import sys
@@ -25,7 +26,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from mlflow.entities import RunStatus
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from pipeline import tracking
 from pipeline.config import ConfigError, validate
@@ -50,6 +51,26 @@ def job_context() -> tuple[str | None, dict[str, str]]:
         "overrides": " ".join(overrides),
         "hydra_job_num": str(hc.job.num),
     }
+
+
+def check_sweep_values(config: DictConfig) -> None:
+    """Validate every value of every swept key (`train.lr=0.1,-1`) before any job starts.
+
+    Swept config groups (`data=mnist,fashion_mnist`) are composed in the jobs and checked there.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    base = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+    for ov in OverridesParser.create().parse_overrides(list(config.hydra.overrides.task)):
+        key = ov.key_or_group
+        if not ov.is_sweep_override() or key.startswith("hydra") or "/" in key:
+            continue
+        if isinstance(OmegaConf.select(base, key), DictConfig):
+            continue  # a config group
+        for value in ov.sweep_iterator():
+            trial = copy.deepcopy(base)
+            OmegaConf.update(trial, key, value, force_add=False)
+            validate(trial)
 
 
 def _command() -> str:
@@ -84,6 +105,7 @@ class SweepCallback(Callback):
 
     def _start(self, config: DictConfig) -> None:
         cfg = validate(config)  # fail before any job on a bad configuration
+        check_sweep_values(config)
         name = cfg.tracking.sweep or time.strftime("sweep-%Y%m%d-%H%M%S")
         launcher = str(config.hydra.launcher.get("_target_", ""))
         uri = tracking.resolve_uri(cfg.tracking.uri)
@@ -104,9 +126,7 @@ class SweepCallback(Callback):
             tags={"sweep": name, "sweep_role": "parent", "command": _command()},
         )  # fmt: skip
         self.parent_id, self.uri = parent.info.run_id, uri
-        os.environ.update(
-            {ENV_NAME: name, ENV_PARENT: self.parent_id, "MLFLOW_TRACKING_URI": uri}
-        )
+        os.environ.update({ENV_NAME: name, ENV_PARENT: self.parent_id, "MLFLOW_TRACKING_URI": uri})
         atexit.register(self._finish)
         print(f"sweep {name}: parent MLflow run {self.parent_id}", flush=True)
 

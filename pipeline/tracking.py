@@ -80,14 +80,21 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
         ) from None
 
 
+# Marks the experiment as model training, so the MLflow UI opens it on its runs, not on the
+# GenAI overview that MLflow 3 shows by default.
+KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def ensure_experiment(client: MlflowClient, name: str) -> str:
     """Id of experiment `name`, created (with an absolute artifact location) if missing."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        if exp.tags.get("mlflow.experimentKind") is None:
+            client.set_experiment_tag(exp.experiment_id, *next(iter(KIND.items())))
         return exp.experiment_id
     location = (repo_root() / "mlartifacts" / name).as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags=KIND)
     except MlflowException:
         exp = client.get_experiment_by_name(name)  # another process created it first
         if exp is None:

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 
 import numpy as np
@@ -104,9 +105,9 @@ def test_one_failing_job_others_finish_and_the_report_names_it(proj, tmp_path):
     (parent,), children = sweep_runs(client, "faulty")
     status = {c.data.params["train.lr"]: c.info.status for c in children}
     assert status == {"1e+200": "FAILED", "1.0": "FINISHED"}
-    assert parent.info.status == "FAILED" and "train.lr=1e200" in parent.data.tags["failed_jobs"]
+    assert parent.info.status == "FAILED" and "train.lr=1e+200" in parent.data.tags["failed_jobs"]
     text = compare.compare(client, "zhang-cnn", "faulty", tmp_path / "faulty")
-    assert "## Runs that did not finish" in text and "train.lr=1e200" in text
+    assert "## Runs that did not finish" in text and "train.lr=1e+200" in text
 
 
 def test_compare_report_numbers_come_from_the_runs(proj, tmp_path):
@@ -185,19 +186,27 @@ def test_dvc_queue_sweep_logs_to_the_same_store(proj):
 def test_mlflow_ui_shows_parent_and_children_in_a_browser(proj, tmp_path):
     _, _e, client = proj
     (parent,), children = sweep_runs(client, "basic")
+    exp = parent.info.experiment_id
+    ids = json.dumps([c.info.run_id for c in children])
     server = tracking.Server(client.tracking_uri).start()
     try:
-        url = f"{server.uri}/#/experiments/{parent.info.experiment_id}"
+        runs_page = f"{server.uri}/#/experiments/{exp}/runs"
+        compare_page = (f"{server.uri}/#/compare-runs?runs={urllib.parse.quote(ids)}"
+                        f"&experiments={urllib.parse.quote(json.dumps([exp]))}")  # fmt: skip
         cmd = ["chromium", "--headless", "--no-sandbox", "--disable-gpu",
                "--disable-background-networking", "--disable-component-update", "--no-first-run",
                "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
                "--window-size=1600,1000", "--virtual-time-budget=20000"]  # fmt: skip
-        dom = subprocess.run([*cmd, "--dump-dom", url], capture_output=True, text=True,
-                             timeout=120).stdout  # fmt: skip
-        shot = tmp_path / "mlflow_ui.png"
-        subprocess.run([*cmd, f"--screenshot={shot}", url], capture_output=True, timeout=120)
+        pages = {}
+        for name, url in (("runs", runs_page), ("compare", compare_page)):
+            pages[name] = subprocess.run([*cmd, "--dump-dom", url], capture_output=True,
+                                         text=True, timeout=120).stdout  # fmt: skip
+            shot = tmp_path / f"{name}.png"
+            subprocess.run([*cmd, f"--screenshot={shot}", url], capture_output=True, timeout=120)
+            assert shot.stat().st_size > 10_000
     finally:
         server.stop()
-    assert parent.info.run_name in dom
-    assert all(c.info.run_name in dom for c in children)
-    assert shot.stat().st_size > 10_000
+    assert parent.info.run_name in pages["runs"]  # the sweep's parent run, in the runs table
+    for c in children:  # every child, side by side on the comparison page
+        assert c.info.run_name in pages["compare"]
+    assert "test_error" in pages["compare"] and "train.lr" in pages["compare"]
