@@ -76,6 +76,8 @@ class TrainConfig:
     batch_size: int = 50
     epochs: int = 1
     dtype: str = "float64"  # float64 (the reference's doubles) or float32
+    rng: str = "default"  # default (SeedSequence generators) or toolbox (replay, see below)
+    test_each_epoch: bool = False  # also log test loss and error after every epoch
 
     def __post_init__(self) -> None:
         _require(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
@@ -84,6 +86,10 @@ class TrainConfig:
         _require(
             self.dtype in ("float32", "float64"), "train.dtype",
             f"must be float32 or float64, got {self.dtype!r}",
+        )  # fmt: skip
+        _require(
+            self.rng in ("default", "toolbox"), "train.rng",
+            f"must be default or toolbox, got {self.rng!r}",
         )  # fmt: skip
 
 
@@ -109,6 +115,14 @@ class Config:
 
     def __post_init__(self) -> None:
         _require(self.seed >= 0, "seed", "must be >= 0")
+        if self.train.rng == "toolbox":
+            # The toolbox draws randperm(60000) over every training image and asserts that the
+            # batch size divides it; a replay cannot use a subset.
+            _require(self.seed < 2**32, "seed", "train.rng=toolbox needs a seed below 2**32")
+            _require(60_000 % self.train.batch_size == 0, "train.batch_size",
+                     "train.rng=toolbox needs a batch size that divides 60000")  # fmt: skip
+            _require(self.data.subset is None, "data.subset",
+                     "train.rng=toolbox trains on all 60,000 images: leave it null")  # fmt: skip
 
 
 def validate(cfg: DictConfig | dict[str, Any]) -> Config:

@@ -92,3 +92,18 @@ def load_prepared(path: Path, dtype: np.dtype | str = np.float64) -> Prepared:
         val=split(*(a[val] for a in tr)),
         test=split(arrays["test_images"], arrays["test_labels"], arrays["test_onehot"]),
     )
+
+
+def load_training_set(path: Path, dtype: np.dtype | str = np.float64) -> Split:
+    """All training images (validation split included) in file order, as x/255 of `dtype`.
+
+    For a replay of the reference toolbox, which trains on all 60,000 images in IDX order.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} not found: prepare the data first with `dvc repro prepare`")
+    dtype = np.dtype(dtype)
+    with np.load(path, allow_pickle=False) as npz:
+        images, labels, onehot = (npz[k] for k in ("train_images", "train_labels", "train_onehot"))
+    x = images.astype(dtype) / dtype.type(255)  # (N, 28, 28)
+    return Split(x=x, labels=labels.astype(np.int64), y=onehot.astype(dtype))

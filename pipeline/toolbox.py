@@ -219,3 +219,25 @@ def present(images: np.ndarray) -> np.ndarray:
     if images.ndim < 2:
         raise ValueError(f"images must have at least 2 dimensions, got shape {images.shape}")
     return images.swapaxes(-1, -2)
+
+
+def to_natural(params: cnn.Params) -> cnn.Params:
+    """Parameters trained on presented (transposed) images -> the same network for natural ones.
+
+    Transposing the input transposes every map: (I^T * k)(i, j) = (I * k^T)(j, i) for the true
+    convolution of eq. (5), and likewise for eq. (8), so the kernels transpose (u <-> v). The S2
+    maps are transposed too, so the column scan F (eq. (10)) of a presented map is the row scan
+    of the natural one: W's 16 columns of each map are permuted (r, c) -> (c, r). Biases are
+    unchanged. `cnn.forward(to_natural(p), x)` equals `cnn.forward(p, present(x))` up to
+    rounding, so saved weights, `evaluate` and the pyfunc model all take natural images.
+    """
+    idx = np.arange(192).reshape(12, 4, 4)  # (Q, col, row): F's column-scan index of S2
+    perm = idx.transpose(0, 2, 1).reshape(192)  # the same position in the transposed map
+    return {
+        "k1": np.ascontiguousarray(params["k1"].swapaxes(-1, -2)),  # (1, 6, 5, 5), u <-> v
+        "b1": params["b1"].copy(),
+        "k2": np.ascontiguousarray(params["k2"].swapaxes(-1, -2)),  # (6, 12, 5, 5)
+        "b2": params["b2"].copy(),
+        "W": np.ascontiguousarray(params["W"][:, perm]),  # (10, 192)
+        "b": params["b"].copy(),
+    }

@@ -31,9 +31,9 @@ import numpy as np
 import yaml
 
 import pipeline
-from pipeline import cnn, figures, outputs, runtime, serving, tracking, training
+from pipeline import cnn, figures, outputs, runtime, serving, toolbox, tracking, training
 from pipeline.config import Config, ConfigError, load_params, validate
-from pipeline.dataset import Split, load_prepared
+from pipeline.dataset import Split, load_prepared, load_training_set
 from pipeline.evaluate import Evaluation, assess
 from pipeline.integrity import DataError
 from pipeline.outputs import Paths
@@ -73,6 +73,50 @@ def subset(split: Split, n: int | None) -> Split:
     return Split(x=split.x[:n], labels=split.labels[:n], y=split.y[:n])
 
 
+@dataclass
+class Plan:
+    """What a run trains on, in which order, from which initial parameters."""
+
+    params0: dict[str, np.ndarray]
+    fit: Split  # as the network sees them during training
+    val: Split | None
+    test: Split  # as the network sees it during training (per-epoch evaluation)
+    test_natural: Split  # natural images, for the final weights (always natural)
+    order: dict[str, Any]  # training.train's shuffle_rng= or order=
+
+
+def plan(cfg: Config) -> Plan:
+    """The run's data and randomness, for `train.rng` default or toolbox.
+
+    default: SeedSequence(seed) generators (initialisation, shuffling), the fit split (or its
+    first `data.subset` images), validation after every epoch.
+    toolbox: DeepLearnToolbox's run under Octave after rand('state', seed), replayed
+    (`pipeline.toolbox`): its initial parameters and randperm order over all 60,000 training
+    images in file order, each image transposed as the toolbox presents it; no validation split
+    (every image is trained on, as in the toolbox).
+    """
+    dtype = np.dtype(cfg.train.dtype)
+    data = load_prepared(Path(cfg.data.prepared), dtype)
+    if len(data.val) != cfg.data.val_size:
+        raise DataError(
+            f"{cfg.data.prepared} holds a validation split of {len(data.val)} images but "
+            f"data.val_size is {cfg.data.val_size}: prepare it again (`dvc repro prepare`, or "
+            f"`dvc exp run -S data.val_size={cfg.data.val_size}`)"
+        )
+    if cfg.train.rng == "toolbox":
+        full = load_training_set(Path(cfg.data.prepared), dtype)
+        params0, order = toolbox.replay(cfg.seed, len(full), dtype)
+
+        def shown(s: Split) -> Split:
+            return Split(x=toolbox.present(s.x), labels=s.labels, y=s.y)
+
+        return Plan(params0, shown(full), None, shown(data.test), data.test, {"order": order})
+    init_rng, order_rng = training.make_generators(cfg.seed)
+    val = data.val if len(data.val) else None
+    return Plan(cnn.init_params(init_rng, dtype), subset(data.fit, cfg.data.subset), val,
+                data.test, data.test, {"shuffle_rng": order_rng})  # fmt: skip
+
+
 def train_and_log(
     cfg: Config,
     paths: Paths,
@@ -83,11 +127,8 @@ def train_and_log(
 ) -> RunResult:
     """Train, evaluate on the test set, write `paths`' files and log one MLflow run."""
     _, experiment_id = tracking.connect(cfg.tracking.uri, cfg.tracking.experiment)  # fail fast
-    data = load_prepared(Path(cfg.data.prepared), cfg.train.dtype)
-    fit = subset(data.fit, cfg.data.subset)
-    init_rng, order_rng = training.make_generators(cfg.seed)
-    params0 = cnn.init_params(init_rng, np.dtype(cfg.train.dtype))
-    batches_per_epoch = -(-len(fit) // cfg.train.batch_size)
+    p = plan(cfg)
+    batches_per_epoch = -(-len(p.fit) // cfg.train.batch_size)
     tags = {
         "git_commit": git_commit(),
         "data_sha256": file_sha256(Path(cfg.data.prepared)),
@@ -116,16 +157,20 @@ def train_and_log(
             tracking.log_series(client, run_id, "batch_loss", pending, first)
             pending.clear()
 
-        has_val = len(data.val) > 0
         trained = training.train(
-            params0, fit.x, fit.y, epochs=cfg.train.epochs, batch_size=cfg.train.batch_size,
-            lr=cfg.train.lr, shuffle_rng=order_rng,
-            x_val=data.val.x if has_val else None, y_val=data.val.y if has_val else None,
-            on_batch=lambda step, loss: pending.append(loss), on_epoch=on_epoch,
+            p.params0, p.fit.x, p.fit.y, epochs=cfg.train.epochs,
+            batch_size=cfg.train.batch_size, lr=cfg.train.lr,
+            x_val=p.val.x if p.val else None, y_val=p.val.y if p.val else None,
+            extra_evals={"test": (p.test.x, p.test.y)} if cfg.train.test_each_epoch else None,
+            on_batch=lambda step, loss: pending.append(loss), on_epoch=on_epoch, **p.order,
         )  # fmt: skip
+        if cfg.train.rng == "toolbox":  # saved weights take natural images, like all others
+            trained.params = toolbox.to_natural(trained.params)
         params = trained.params
-        test = assess(params, data.test)
-        mlflow.log_metrics({"test_loss": test.loss, "test_error": test.error})
+        test = assess(params, p.test_natural)
+        if not cfg.train.test_each_epoch:  # else logged at every epoch, the last one included
+            mlflow.log_metrics({"test_loss": test.loss, "test_error": test.error},
+                               step=cfg.train.epochs)  # fmt: skip
 
         write_train_outputs(paths, trained, batches_per_epoch)
         curves = {k: [h[k] for h in trained.history if k in h]
@@ -143,11 +188,12 @@ def train_and_log(
             mlflow.log_artifacts(str(tmp))
         mlflow.log_artifact(str(paths.weights))
         if cfg.tracking.log_model:
-            serving.log_model(paths.weights, input_example=data.test.x[:2].astype(np.float64))
+            example = p.test_natural.x[:2].astype(np.float64)
+            serving.log_model(paths.weights, input_example=example)
     return RunResult(run_id=run_id, trained=trained, test=test)
 
 
-EPOCH_COLUMNS = ("train_loss", "train_error", "val_loss", "val_error")
+EPOCH_COLUMNS = ("train_loss", "train_error", "val_loss", "val_error")  # test_*: if logged
 
 
 def write_train_outputs(paths: Paths, trained: training.TrainResult, batches: int) -> None:
@@ -158,14 +204,16 @@ def write_train_outputs(paths: Paths, trained: training.TrainResult, batches: in
         paths.train_metrics,
         {"epochs": len(trained.history)} | {k: last[k] for k in EPOCH_COLUMNS if k in last},
     )
+    columns = [*EPOCH_COLUMNS, *(k for k in ("test_loss", "test_error") if k in last)]
     outputs.write_csv(
-        paths.epochs_csv, ["epoch", *EPOCH_COLUMNS],
-        [(int(h["epoch"]), *(h.get(k, float("nan")) for k in EPOCH_COLUMNS))
-         for h in trained.history],
-    )  # fmt: skip
+        paths.epochs_csv, ["epoch", *columns],
+        [(int(h["epoch"]), *(h.get(k, float("nan")) for k in columns)) for h in trained.history],
+    )
+    smoothed = figures.smooth(trained.batch_losses)  # the toolbox's rL, decay 0.99
     outputs.write_csv(
-        paths.batches_csv, ["step", "epoch", "batch_loss"],
-        [(s, (s - 1) // batches + 1, loss) for s, loss in enumerate(trained.batch_losses, 1)],
+        paths.batches_csv, ["step", "epoch", "batch_loss", "smoothed_loss"],
+        [(s, (s - 1) // batches + 1, loss, smoothed[s - 1])
+         for s, loss in enumerate(trained.batch_losses, 1)],
     )  # fmt: skip
 
 

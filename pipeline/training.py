@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -95,6 +95,7 @@ def train(
     order: Order | None = None,
     x_val: np.ndarray | None = None,
     y_val: np.ndarray | None = None,
+    extra_evals: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
     on_batch: OnBatch | None = None,
     on_epoch: OnEpoch | None = None,
     progress: bool | None = None,
@@ -110,6 +111,8 @@ def train(
     - shuffle_rng: draws each epoch's order when `order` is None.
     - order: optional epoch -> permutation of range(N) (e.g. a replay of MATLAB's randperm).
     - x_val, y_val: optional validation set, evaluated after every epoch.
+    - extra_evals: optional {name: (x, y)} also evaluated after every epoch, reported as
+      `<name>_loss` and `<name>_error` (e.g. the test set, for a reproduction report).
     - on_batch(step, loss): after every update; step counts updates from 1, loss is the batch's
       loss before its update. on_epoch(epoch, metrics): after every epoch (epochs from 1).
     - progress: draw a progress bar on stderr; None means only when stderr is a terminal.
@@ -156,6 +159,8 @@ def train(
         metrics = {"epoch": float(epoch), "train_loss": loss_sum / n, "train_error": wrong / n}
         if x_val is not None and y_val is not None:
             metrics["val_loss"], metrics["val_error"] = evaluate(params, x_val, y_val)
+        for name, (x_e, y_e) in (extra_evals or {}).items():
+            metrics[f"{name}_loss"], metrics[f"{name}_error"] = evaluate(params, x_e, y_e)
         history.append(metrics)
         if on_epoch is not None:
             on_epoch(epoch, metrics)

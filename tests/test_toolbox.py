@@ -249,3 +249,14 @@ def test_params_run_through_cnn_forward(seed0):
     yhat, _ = cnn.forward(params, x)
     assert yhat.shape == (4, 10)
     assert np.all((yhat > 0) & (yhat < 1))
+
+
+def test_to_natural_gives_the_same_network_on_natural_images():
+    rng = np.random.default_rng(3)
+    params = {k: v + 0.3 * rng.normal(size=v.shape) for k, v in cnn.init_params(rng).items()}
+    x = rng.random((7, 28, 28))
+    presented, _ = cnn.forward(params, toolbox.present(x))
+    natural, _ = cnn.forward(toolbox.to_natural(params), x)
+    np.testing.assert_allclose(natural, presented, rtol=0, atol=1e-14)
+    # and it is not the identity: the same params on natural images give another output
+    assert np.abs(cnn.forward(params, x)[0] - presented).max() > 1e-3
