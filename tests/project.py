@@ -77,7 +77,8 @@ def make(root: Path, uri: str, *, n_train: int = 60, n_test: int = 20, epochs: i
         f"val_size: {n_train // 4}\nsplit_seed: 0\nsubset: null\n"
     )
     (root / "conf/train/tiny.yaml").write_text(
-        f"lr: 1.0\nbatch_size: 10\nepochs: {epochs}\ndtype: float64\n"
+        f"lr: 1.0\nbatch_size: 10\nepochs: {epochs}\ndtype: float64\nrng: default\n"
+        "test_each_epoch: false\n"
     )
     cfg = (root / "conf/config.yaml").read_text()
     cfg = cfg.replace("- data: mnist ", "- data: tiny ").replace(
