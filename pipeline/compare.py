@@ -28,7 +28,8 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from pipeline import tracking
-from pipeline.integrity import atomic_path, atomic_write_bytes
+from pipeline.figures import save
+from pipeline.integrity import atomic_write_bytes
 
 # Two-sided 95% quantiles of Student's t, t_{0.975, df}, df = 1..30 (beyond: the normal's 1.96).
 T975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
@@ -193,7 +194,7 @@ def _errors_figure(path: Path, keys: list[str], stats: dict) -> None:
         ax.set_xticks(pos, [_label(keys, g) for g in xs], rotation=30, ha="right", fontsize=7)
     ax.set(xlabel=keys[0] if numeric else "setting", ylabel="error (%), mean ± 95% CI")
     ax.legend()
-    _save(fig, path)
+    save(fig, path)
 
 
 def _curves_figure(path: Path, client: MlflowClient, keys: list[str], groups: dict) -> None:
@@ -212,14 +213,7 @@ def _curves_figure(path: Path, client: MlflowClient, keys: list[str], groups: di
     ax.set(xlabel="epoch", ylabel="validation error (%), mean over seeds")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend(fontsize=8)
-    _save(fig, path)
-
-
-def _save(fig: plt.Figure, path: Path) -> None:
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
-    plt.close(fig)
+    save(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,7 +58,7 @@ def learning_curves(
     ax_err.set(xlabel="epoch", ylabel="error (%)", title="validation error")
     for ax in (ax_e, ax_err):
         ax.xaxis.get_major_locator().set_params(integer=True)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def confusion(path: Path, matrix: np.ndarray, *, title: str = "test confusion matrix") -> Path:
@@ -73,7 +73,7 @@ def confusion(path: Path, matrix: np.ndarray, *, title: str = "test confusion ma
     ax.set(xlabel="predicted", ylabel="true", title=title,
            xticks=range(matrix.shape[1]), yticks=range(matrix.shape[0]))  # fmt: skip
     fig.colorbar(im, ax=ax, fraction=0.046)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def kernels(path: Path, k: np.ndarray, *, title: str) -> Path:
@@ -94,10 +94,11 @@ def kernels(path: Path, k: np.ndarray, *, title: str) -> Path:
         if j == 0:
             ax.set_ylabel(str(i + 1), fontsize=7)
     fig.suptitle(f"{title} (rows: input map, columns: output map)", fontsize=9)
-    return _save(fig, path)
+    return save(fig, path)
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def save(fig: plt.Figure, path: Path) -> Path:
+    """Write `fig` as a PNG atomically (stable bytes: no version stamp) and close it."""
     path = Path(path)
     fig.tight_layout()
     with atomic_path(path) as tmp:

@@ -26,8 +26,8 @@ from mlflow.tracking import MlflowClient
 
 from pipeline import tracking
 from pipeline.compare import CompareError, find_sweep, summarize
-from pipeline.figures import smooth
-from pipeline.integrity import atomic_path, atomic_write_bytes
+from pipeline.figures import save, smooth
+from pipeline.integrity import atomic_write_bytes
 
 PLATEAU_EXIT = 0.40  # rL below this: the outputs are no longer all near 0 (loss ~0.45)
 MODES = ("toolbox", "default")
@@ -150,7 +150,7 @@ def _figures(runs: dict, long: dict | None, out: Path) -> None:
     ax.axhline(11, color="grey", lw=0.8, ls=":", label="reference, 1 epoch (~11%)")
     ax.set(xlabel="epoch", ylabel="test error (%)", xticks=[1, 2, 3])
     ax.legend(fontsize=6, ncol=2)
-    _save(fig, out / "test_error.png")
+    save(fig, out / "test_error.png")
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for mode, style in zip(MODES, ("-", "--"), strict=True):
@@ -161,7 +161,7 @@ def _figures(runs: dict, long: dict | None, out: Path) -> None:
     ax.axhline(PLATEAU_EXIT, color="grey", lw=0.8, ls=":")
     ax.set(xlabel="batch (first epoch)", ylabel="smoothed loss rL", ylim=(0, 1.3))
     ax.legend(fontsize=6, ncol=2)
-    _save(fig, out / "plateau.png")
+    save(fig, out / "plateau.png")
 
     if long is not None:
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -170,14 +170,7 @@ def _figures(runs: dict, long: dict | None, out: Path) -> None:
         ax.axhline(1.2, color="grey", lw=0.8, ls=":", label="reference, 100 epochs (~1.2%)")
         ax.set(xlabel="epoch", ylabel="test error (%)", yscale="log")
         ax.legend()
-        _save(fig, out / "long.png")
-
-
-def _save(fig: plt.Figure, path: Path) -> None:
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
-    plt.close(fig)
+        save(fig, out / "long.png")
 
 
 def main(argv: list[str] | None = None) -> int:

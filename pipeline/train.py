@@ -206,7 +206,8 @@ def write_train_outputs(paths: Paths, trained: training.TrainResult, batches: in
     )
     columns = [*EPOCH_COLUMNS, *(k for k in ("test_loss", "test_error") if k in last)]
     outputs.write_csv(
-        paths.epochs_csv, ["epoch", *columns],
+        paths.epochs_csv,
+        ["epoch", *columns],
         [(int(h["epoch"]), *(h.get(k, float("nan")) for k in columns)) for h in trained.history],
     )
     smoothed = figures.smooth(trained.batch_losses)  # the toolbox's rL, decay 0.99
