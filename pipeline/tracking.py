@@ -138,8 +138,28 @@ def log_series(
         client.log_batch(run_id, metrics=metrics[start : start + MAX_BATCH])
 
 
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated(f"signal {signum}")
+_pending: list[int] = []  # signals received inside `run`, not yet acted on
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    """Note a SIGTERM or Ctrl-C; act on it at the next `stop_point` (a second one: at once).
+
+    Raising at an arbitrary bytecode could land inside MLflow's own database calls, which may
+    turn the exception into an ordinary error (the run would then end FAILED, not KILLED).
+    """
+    _pending.append(signum)
+    if len(_pending) > 1:
+        stop_point()
+
+
+def stop_point() -> None:
+    """Raise KeyboardInterrupt (Ctrl-C) or Terminated (SIGTERM) if one arrived during `run`."""
+    if _pending:
+        signum = _pending[0]
+        _pending.clear()
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Terminated(f"signal {signum}")
 
 
 @contextlib.contextmanager
@@ -147,10 +167,17 @@ def run(
     experiment_id: str, *, run_name: str | None = None, tags: Mapping[str, str] | None = None,
     parent_run_id: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:  # fmt: skip
-    """An MLflow run that ends FINISHED, FAILED (exception) or KILLED (Ctrl-C, SIGTERM)."""
-    previous = signal.getsignal(signal.SIGTERM)
+    """An MLflow run that ends FINISHED, FAILED (exception) or KILLED (Ctrl-C, SIGTERM).
+
+    Inside it, SIGTERM and Ctrl-C are noted and raised at the next `stop_point()` (the training
+    loop calls it after every batch), or at the end of the block, before the run is FINISHED.
+    """
+    handled = (signal.SIGTERM, signal.SIGINT)
+    previous = {s: signal.getsignal(s) for s in handled}
+    _pending.clear()
     with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
-        signal.signal(signal.SIGTERM, _raise_terminated)
+        for s in handled:
+            signal.signal(s, _on_signal)
     active = mlflow.start_run(
         experiment_id=experiment_id, run_name=run_name, tags=dict(tags or {}),
         parent_run_id=parent_run_id,
@@ -158,6 +185,7 @@ def run(
     status = RunStatus.to_string(RunStatus.FAILED)
     try:
         yield active
+        stop_point()
         status = RunStatus.to_string(RunStatus.FINISHED)
     except (KeyboardInterrupt, Terminated):
         status = RunStatus.to_string(RunStatus.KILLED)
@@ -165,7 +193,8 @@ def run(
     finally:
         mlflow.end_run(status)
         with contextlib.suppress(ValueError, TypeError):
-            signal.signal(signal.SIGTERM, previous)
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
 
 class Server:

@@ -157,12 +157,16 @@ def train_and_log(
             tracking.log_series(client, run_id, "batch_loss", pending, first)
             pending.clear()
 
+        def on_batch(step: int, loss: float) -> None:
+            pending.append(loss)
+            tracking.stop_point()  # SIGTERM / Ctrl-C take effect here, between batches
+
         trained = training.train(
             p.params0, p.fit.x, p.fit.y, epochs=cfg.train.epochs,
             batch_size=cfg.train.batch_size, lr=cfg.train.lr,
             x_val=p.val.x if p.val else None, y_val=p.val.y if p.val else None,
             extra_evals={"test": (p.test.x, p.test.y)} if cfg.train.test_each_epoch else None,
-            on_batch=lambda step, loss: pending.append(loss), on_epoch=on_epoch, **p.order,
+            on_batch=on_batch, on_epoch=on_epoch, **p.order,
         )  # fmt: skip
         if cfg.train.rng == "toolbox":  # saved weights take natural images, like all others
             trained.params = toolbox.to_natural(trained.params)
@@ -172,6 +176,7 @@ def train_and_log(
             mlflow.log_metrics({"test_loss": test.loss, "test_error": test.error},
                                step=cfg.train.epochs)  # fmt: skip
 
+        tracking.stop_point()  # a signal during evaluation: no weights, run KILLED
         write_train_outputs(paths, trained, batches_per_epoch)
         curves = {k: [h[k] for h in trained.history if k in h]
                   for k in ("train_loss", "val_loss", "val_error")}  # fmt: skip

@@ -81,11 +81,16 @@ def test_run_statuses(store):
     with pytest.raises(tracking.Terminated), tracking.run(exp_id, run_name="sigterm") as r:
         terminated = r.info.run_id
         os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(5)  # the handler raises long before this ends
-    assert [_status(client, i) for i in (ok, failed, killed, terminated)] == [
-        "FINISHED", "FAILED", "KILLED", "KILLED",
+        tracking.stop_point()  # where the training loop acts on it, between batches
+        raise AssertionError("not reached")
+    with pytest.raises(KeyboardInterrupt), tracking.run(exp_id, run_name="late") as r:
+        late = r.info.run_id
+        os.kill(os.getpid(), signal.SIGINT)  # no stop point follows: acted on at the end
+    assert [_status(client, i) for i in (ok, failed, killed, terminated, late)] == [
+        "FINISHED", "FAILED", "KILLED", "KILLED", "KILLED",
     ]  # fmt: skip
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_log_series_keeps_every_point_in_order(store):
