@@ -12,7 +12,7 @@ export OPENBLAS_NUM_THREADS := 1
 export OMP_NUM_THREADS := 1
 export MKL_NUM_THREADS := 1
 
-.PHONY: setup repro reproduction params ui test test-slow lint format lock clean
+.PHONY: setup repro reproduction params ui test lint format lock clean
 
 setup: $(STAMP)
 
@@ -44,10 +44,7 @@ params: setup
 	$(BIN)/python -m pipeline.config
 
 test: setup
-	$(BIN)/python -m pytest -m "not slow"
-
-test-slow: setup
-	$(BIN)/python -m pytest -m slow
+	$(BIN)/python -m pytest
 
 lint: setup
 	$(BIN)/ruff check pipeline tests
