@@ -20,8 +20,7 @@ from pipeline import outputs, training
 from pipeline.config import ConfigError, load_params
 from pipeline.dataset import Split, load_prepared
 from pipeline.integrity import DataError
-from pipeline.outputs import Paths
-from pipeline.serving import load_weights
+from pipeline.outputs import Paths, load_weights
 
 
 @dataclass(frozen=True)

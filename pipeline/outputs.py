@@ -54,6 +54,12 @@ def write_weights(path: Path, params: Mapping[str, np.ndarray]) -> None:
     save_npz_deterministic(path, dict(params))
 
 
+def load_weights(path: Path) -> dict[str, np.ndarray]:
+    """The parameter dict `write_weights` saved (see `pipeline.cnn` for names and shapes)."""
+    with np.load(path, allow_pickle=False) as npz:
+        return {name: npz[name] for name in npz.files}
+
+
 def write_json(path: Path, values: Mapping[str, float | int | str]) -> None:
     atomic_write_bytes(path, (json.dumps(dict(values), indent=2, sort_keys=True) + "\n").encode())
 

@@ -15,12 +15,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
 import pipeline
-
-
-def load_weights(path: Path) -> dict[str, np.ndarray]:
-    """The parameter dict saved by the train stage (see `pipeline.cnn` for names and shapes)."""
-    with np.load(path, allow_pickle=False) as npz:
-        return {name: npz[name] for name in npz.files}
+from pipeline.outputs import load_weights
 
 
 class ZhangCNN(mlflow.pyfunc.PythonModel):

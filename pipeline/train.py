@@ -16,7 +16,6 @@ weights file is written, atomically, only after training succeeded.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from pipeline import cnn, figures, outputs, runtime, serving, toolbox, tracking,
 from pipeline.config import Config, ConfigError, load_params, validate
 from pipeline.dataset import Split, load_prepared, load_training_set
 from pipeline.evaluate import Evaluation, assess
-from pipeline.integrity import DataError
+from pipeline.integrity import DataError, sha256_file
 from pipeline.outputs import Paths
 
 
@@ -56,14 +55,6 @@ def git_commit() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{head}-dirty" if dirty else head
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def subset(split: Split, n: int | None) -> Split:
@@ -131,7 +122,7 @@ def train_and_log(
     batches_per_epoch = -(-len(p.fit) // cfg.train.batch_size)
     tags = {
         "git_commit": git_commit(),
-        "data_sha256": file_sha256(Path(cfg.data.prepared)),
+        "data_sha256": sha256_file(Path(cfg.data.prepared)),
         "dataset": cfg.data.name,
         "seed": str(cfg.seed),
         "pipeline_version": pipeline.__version__,

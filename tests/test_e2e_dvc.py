@@ -17,7 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline.dataset import load_prepared
-from pipeline.serving import load_weights
+from pipeline.outputs import load_weights
 from pipeline.training import predict
 
 pytestmark = pytest.mark.e2e
