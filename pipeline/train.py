@@ -45,16 +45,25 @@ class RunResult:
     test: Evaluation
 
 
+# What decides a run's result; DVC deletes and rewrites its own outputs (dvc.lock, metrics/,
+# plots/) while stages run, so those must not mark the tree dirty.
+CODE_PATHS = ("pipeline", "conf", "dvc.yaml", "pyproject.toml", "requirements.lock")
+
+
 def git_commit() -> str:
+    """HEAD's commit, with "-dirty" when the code or configuration differs from it."""
+
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout
 
     try:
         head = git("rev-parse", "HEAD").strip()
-        dirty = git("status", "--porcelain", "--untracked-files=no").strip()
+        top = Path(git("rev-parse", "--show-toplevel").strip())
+        paths = [p for p in CODE_PATHS if (top / p).exists()]
+        dirty = git("-C", str(top), "status", "--porcelain", "--untracked-files=no", "--", *paths)
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return f"{head}-dirty" if dirty else head
+    return f"{head}-dirty" if dirty.strip() else head
 
 
 def subset(split: Split, n: int | None) -> Split:
