@@ -100,8 +100,8 @@ def group(runs: list[Run], keys: list[str]) -> dict[tuple, list[Run]]:
     groups: dict[tuple, list[Run]] = defaultdict(list)
     for r in runs:
         groups[tuple(_number(r.data.params.get(k, "")) for k in keys)].append(r)
-    return dict(sorted(groups.items(), key=lambda kv: [str(type(v)) + str(v) if isinstance(
-        v, str) else v for v in kv[0]]))  # fmt: skip
+    # numbers in numeric order; text (a non-numeric param) after them, alphabetically
+    return dict(sorted(groups.items(), key=lambda kv: [(isinstance(v, str), v) for v in kv[0]]))
 
 
 def compare(client: MlflowClient, experiment: str, sweep: str, out_dir: Path) -> str:

@@ -63,34 +63,39 @@ class Prepared:
     test: Split
 
 
-def load_prepared(path: Path, dtype: np.dtype | str = np.float64) -> Prepared:
-    """Load a prepared file as float images x/255 of `dtype`.
-
-    Raises DataError (with the command to rebuild it) when the file is missing or malformed.
-    """
+def _read(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The named arrays of a prepared file; DataError (with the fix) if missing or malformed."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path} not found: prepare the data first with `dvc repro prepare`")
     try:
         with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in KEYS}
+            return {k: npz[k] for k in keys}
     except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
         msg = f"{path}: not a prepared dataset ({exc}); rerun `dvc repro prepare`"
         raise DataError(msg) from exc
+
+
+def _split(images: np.ndarray, labels: np.ndarray, onehot: np.ndarray, dtype: np.dtype) -> Split:
+    x = images.astype(dtype) / dtype.type(255)  # (N, 28, 28)
+    return Split(x=x, labels=labels.astype(np.int64), y=onehot.astype(dtype))
+
+
+def load_prepared(path: Path, dtype: np.dtype | str = np.float64) -> Prepared:
+    """Load a prepared file as float images x/255 of `dtype`.
+
+    Raises DataError (with the command to rebuild it) when the file is missing or malformed.
+    """
+    arrays = _read(path, KEYS)
     dtype = np.dtype(dtype)
-
-    def split(images: np.ndarray, labels: np.ndarray, onehot: np.ndarray) -> Split:
-        x = images.astype(dtype) / dtype.type(255)  # (N, 28, 28)
-        return Split(x=x, labels=labels.astype(np.int64), y=onehot.astype(dtype))
-
     val = arrays["val_index"]
     keep = np.ones(len(arrays["train_labels"]), dtype=bool)
     keep[val] = False
     tr = (arrays["train_images"], arrays["train_labels"], arrays["train_onehot"])
     return Prepared(
-        fit=split(*(a[keep] for a in tr)),
-        val=split(*(a[val] for a in tr)),
-        test=split(arrays["test_images"], arrays["test_labels"], arrays["test_onehot"]),
+        fit=_split(*(a[keep] for a in tr), dtype),
+        val=_split(*(a[val] for a in tr), dtype),
+        test=_split(arrays["test_images"], arrays["test_labels"], arrays["test_onehot"], dtype),
     )
 
 
@@ -99,11 +104,5 @@ def load_training_set(path: Path, dtype: np.dtype | str = np.float64) -> Split:
 
     For a replay of the reference toolbox, which trains on all 60,000 images in IDX order.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path} not found: prepare the data first with `dvc repro prepare`")
-    dtype = np.dtype(dtype)
-    with np.load(path, allow_pickle=False) as npz:
-        images, labels, onehot = (npz[k] for k in ("train_images", "train_labels", "train_onehot"))
-    x = images.astype(dtype) / dtype.type(255)  # (N, 28, 28)
-    return Split(x=x, labels=labels.astype(np.int64), y=onehot.astype(dtype))
+    keys = ("train_images", "train_labels", "train_onehot")
+    return _split(*_read(path, keys).values(), np.dtype(dtype))
