@@ -1,5 +1,18 @@
 """Reproducible experiment pipeline around the CNN of Zhang (2016), "Derivation of
-Backpropagation in CNN". Data flow: fetch -> prepare -> train -> evaluate -> tracking."""
+Backpropagation in CNN".
+
+The layout follows the data: fetch -> prepare -> train -> evaluate -> tracking -> reports.
+Modules at the top are entry points (DVC stages, commands, the Hydra callback) and the few
+foundations they share; each entry point reads the configuration, the environment and files,
+then calls into the folders below, which never read the environment or a whole config:
+- data/      manifests, sources, IDX parsing, the prepared file
+- model/     the network (cnn), SGD, inference, the run's plan, the toolbox replay
+- tracking/  the MLflow store, runs, the sweep's parent run, the pyfunc model
+- reports/   figures, the sweep comparison, the reproduction report, the summary
+- bench/     the speed benchmark (`python -m pipeline.bench`)
+"""
+
+import os
 
 from pipeline import runtime
 
@@ -7,5 +20,6 @@ from pipeline import runtime
 # NumPy loads its BLAS, and every `python -m pipeline.*` imports this package first (see
 # pipeline.runtime for why one thread: speed on shared cores, and byte-identical results).
 runtime.default_single_thread_blas()
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # before MLflow is imported
 
 __version__ = "0.1.0"

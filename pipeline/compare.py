@@ -1,219 +1,21 @@
-"""Compare a sweep's runs across seeds: `python -m pipeline.compare SWEEP`.
+"""`python -m pipeline.compare SWEEP`: compare a sweep's runs across seeds.
 
-Reads the sweep's parent and child runs from MLflow, groups the finished children by every
-parameter that varies across them except `seed` (for the usual sweep: the learning rate), and
-prints, per group, validation and test error as mean, standard deviation and 95% confidence
-interval over seeds (Student's t), and the best setting, chosen on validation error (test error
-is reported, never used to choose). Writes experiments/SWEEP/report.md with two PNGs (error
-against the swept parameter with error bars; validation curves per setting) and logs them to
-the parent run. Failed or killed jobs are named in the report.
+Reads the sweep's runs from MLflow and writes experiments/SWEEP/report.md with its figures (see
+`pipeline.reports.compare` for what the report holds), logs them to the sweep's parent run, and
+prints the report.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
-import statistics
 import sys
-from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-import numpy as np
-from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from pipeline import tracking
-from pipeline.figures import save
-from pipeline.integrity import atomic_write_bytes
-
-# Two-sided 95% quantiles of Student's t, t_{0.975, df}, df = 1..30 (beyond: the normal's 1.96).
-T975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
-        2.2010, 2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860,
-        2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423)  # fmt: skip
-METRICS = ("val_error", "test_error")
-
-
-class CompareError(LookupError):
-    """The sweep cannot be compared (unknown name, no runs); the message says why."""
-
-
-@dataclass(frozen=True)
-class Summary:
-    n: int
-    mean: float
-    std: float  # sample standard deviation (n - 1); nan for n = 1
-    ci95: float  # half-width of the 95% confidence interval of the mean; nan for n = 1
-
-
-def summarize(values: list[float]) -> Summary:
-    """Mean, standard deviation and 95% t confidence half-width of `values`."""
-    n = len(values)
-    mean = statistics.fmean(values)
-    if n < 2:
-        return Summary(n, mean, math.nan, math.nan)
-    std = statistics.stdev(values)
-    t = T975[n - 2] if n - 1 <= len(T975) else 1.959964
-    return Summary(n, mean, std, t * std / math.sqrt(n))
-
-
-def find_sweep(client: MlflowClient, experiment: str, sweep: str) -> tuple[Run, list[Run]]:
-    """The sweep's parent run and its child runs (any status)."""
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        raise CompareError(f"no MLflow experiment {experiment!r} in {client.tracking_uri}")
-    parents = client.search_runs(
-        [exp.experiment_id], f"tags.sweep = '{sweep}' and tags.sweep_role = 'parent'",
-        order_by=["attributes.start_time DESC"],
-    )  # fmt: skip
-    if not parents:
-        known = client.search_runs([exp.experiment_id], "tags.sweep_role = 'parent'")
-        names = sorted({r.data.tags["sweep"] for r in known})
-        raise CompareError(f"unknown sweep {sweep!r}; known sweeps: {names or 'none'}")
-    parent = parents[0]  # the latest sweep of that name
-    children = client.search_runs(
-        [exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
-    )
-    if not children:
-        raise CompareError(f"sweep {sweep!r} has no runs (empty sweep, or no job started)")
-    return parent, children
-
-
-def varied_params(runs: list[Run]) -> list[str]:
-    """Params whose value differs across runs, seed excluded (the grouping keys)."""
-    keys = sorted(set().union(*(r.data.params for r in runs)))
-    return [k for k in keys if k != "seed" and len({r.data.params.get(k) for r in runs}) > 1]
-
-
-def _number(text: str) -> float | str:
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-def group(runs: list[Run], keys: list[str]) -> dict[tuple, list[Run]]:
-    groups: dict[tuple, list[Run]] = defaultdict(list)
-    for r in runs:
-        groups[tuple(_number(r.data.params.get(k, "")) for k in keys)].append(r)
-    # numbers in numeric order; text (a non-numeric param) after them, alphabetically
-    return dict(sorted(groups.items(), key=lambda kv: [(isinstance(v, str), v) for v in kv[0]]))
-
-
-def compare(client: MlflowClient, experiment: str, sweep: str, out_dir: Path) -> str:
-    """Write the report (and its figures) to out_dir, log them to the parent run; return it."""
-    parent, children = find_sweep(client, experiment, sweep)
-    done = [r for r in children if r.info.status == "FINISHED"]
-    failed = [r for r in children if r.info.status != "FINISHED"]
-    if not done:
-        raise CompareError(f"sweep {sweep!r}: none of its {len(children)} runs finished")
-    keys = varied_params(done) or ["train.lr"]
-    groups = group(done, keys)
-    stats = {
-        g: {m: summarize([r.data.metrics[m] for r in rs if m in r.data.metrics]) for m in METRICS}
-        for g, rs in groups.items()
-    }
-    best = min(stats, key=lambda g: stats[g]["val_error"].mean)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _errors_figure(out_dir / "errors.png", keys, stats)
-    _curves_figure(out_dir / "curves.png", client, keys, groups)
-    text = _report(sweep, parent, children, done, failed, keys, groups, stats, best)
-    atomic_write_bytes(out_dir / "report.md", text.encode())
-    for name in ("report.md", "errors.png", "curves.png"):
-        client.log_artifact(parent.info.run_id, str(out_dir / name), "comparison")
-    return text
-
-
-def _fmt(s: Summary, pct: bool = True) -> str:
-    k = 100 if pct else 1
-    if s.n < 2:
-        return f"{k * s.mean:.2f} (n=1)"
-    return f"{k * s.mean:.2f} ± {k * s.ci95:.2f} (sd {k * s.std:.2f}, n={s.n})"
-
-
-def _label(keys: list[str], g: tuple) -> str:
-    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in zip(
-        keys, g, strict=True))  # fmt: skip
-
-
-def _report(sweep, parent, children, done, failed, keys, groups, stats, best) -> str:
-    seeds = sorted({int(r.data.params.get("seed", 0)) for r in done})
-    lines = [
-        f"# Sweep `{sweep}`",
-        "",
-        f"MLflow parent run `{parent.info.run_id}` (experiment id {parent.info.experiment_id}); "
-        f"{len(done)} of {len(children)} runs finished; seeds {seeds}.",
-        "",
-        f"Command: `{parent.data.tags.get('command', '?')}`",
-        "",
-        "Error in percent: mean ± 95% confidence half-width over seeds (Student's t), with the "
-        "standard deviation and the number of seeds.",
-        "",
-        f"| {' | '.join(keys)} | validation error | test error |",
-        f"|{'---|' * (len(keys) + 2)}",
-    ]
-    for g in groups:
-        cells = [f"{v:g}" if isinstance(v, float) else str(v) for v in g]
-        mark = " **(best)**" if g == best else ""
-        lines.append(f"| {' | '.join(cells)}{mark} | {_fmt(stats[g]['val_error'])} | "
-                     f"{_fmt(stats[g]['test_error'])} |")  # fmt: skip
-    lines += [
-        "",
-        f"Best setting, chosen on mean validation error: **{_label(keys, best)}**: validation "
-        f"{_fmt(stats[best]['val_error'])}, test {_fmt(stats[best]['test_error'])}.",
-        "",
-        "![error against the swept setting](errors.png)",
-        "",
-        "![validation error per epoch, mean over seeds](curves.png)",
-        "",
-    ]
-    if failed:
-        lines += ["## Runs that did not finish", ""]
-        lines += [f"- `{r.data.tags.get('overrides', '?')}`: {r.info.status} (run "
-                  f"`{r.info.run_id}`)" for r in failed]  # fmt: skip
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _errors_figure(path: Path, keys: list[str], stats: dict) -> None:
-    fig, ax = plt.subplots(figsize=(6, 4))
-    xs = list(stats)
-    numeric = len(keys) == 1 and all(isinstance(g[0], float) for g in xs)
-    pos = [g[0] for g in xs] if numeric else list(range(len(xs)))
-    for metric, marker in zip(METRICS, ("o", "s"), strict=True):
-        mean = [100 * stats[g][metric].mean for g in xs]
-        err = [100 * np.nan_to_num(stats[g][metric].ci95) for g in xs]
-        ax.errorbar(pos, mean, yerr=err, marker=marker, capsize=4, label=metric.replace("_", " "))
-    if numeric and min(pos) > 0:
-        ax.set_xscale("log")
-    if not numeric:
-        ax.set_xticks(pos, [_label(keys, g) for g in xs], rotation=30, ha="right", fontsize=7)
-    ax.set(xlabel=keys[0] if numeric else "setting", ylabel="error (%), mean ± 95% CI")
-    ax.legend()
-    save(fig, path)
-
-
-def _curves_figure(path: Path, client: MlflowClient, keys: list[str], groups: dict) -> None:
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for g, runs in groups.items():
-        curves = []
-        for r in runs:
-            hist = sorted(client.get_metric_history(r.info.run_id, "val_error"),
-                          key=lambda m: m.step)  # fmt: skip
-            curves.append([m.value for m in hist])
-        n = min(len(c) for c in curves)
-        if n == 0:
-            continue
-        mean = 100 * np.mean([c[:n] for c in curves], axis=0)
-        ax.plot(range(1, n + 1), mean, marker="o", label=_label(keys, g))
-    ax.set(xlabel="epoch", ylabel="validation error (%), mean over seeds")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.legend(fontsize=8)
-    save(fig, path)
+from pipeline import runtime
+from pipeline.reports.compare import CompareError, compare
+from pipeline.tracking.store import TrackingError, check_reachable
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,14 +25,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--uri", default=None, help="tracking URI (default: as training)")
     parser.add_argument("--out", type=Path, default=None, help="default: experiments/SWEEP")
     args = parser.parse_args(argv)
-    uri = tracking.resolve_uri(args.uri)
+    env = runtime.environment()
+    uri = args.uri or env.store_uri(None)
     try:
-        tracking.check_reachable(uri)
-        client = MlflowClient(uri)
+        check_reachable(uri)
         text = compare(
-            client, args.experiment, args.sweep, args.out or Path("experiments") / args.sweep
+            MlflowClient(uri),
+            args.experiment,
+            args.sweep,
+            args.out or Path("experiments") / args.sweep,
         )
-    except (CompareError, tracking.TrackingError) as exc:
+    except (CompareError, TrackingError) as exc:
         print(f"compare failed: {exc}", file=sys.stderr)
         return 1
     print(text)

@@ -1,16 +1,18 @@
-"""One typed schema for the whole configuration, used by every entry point.
+"""The one typed schema of the configuration, and `python -m pipeline.config` (compose conf/).
 
-`conf/` (Hydra) is the source of the defaults; `params.yaml` is its composition (committed, read
-by the DVC stages); Hydra multirun composes `conf/` directly. Both pass through `validate`, so a
-wrong type, an out-of-range value or an unknown key fails before any work, naming the key.
-The schema is applied in code, not through Hydra's ConfigStore: a schema in the defaults list
-breaks DVC's own composition of `conf/`.
+`conf/` (Hydra) holds every default and its meaning; `params.yaml` is its composition
+(committed, read by the DVC stages); Hydra multiruns compose `conf/` directly. Both pass through
+`validate`, which turns the tree into typed, checked dataclasses: a wrong type, an out-of-range
+value, an unknown key or a missing key fails before any work, naming the key. The dataclasses
+carry types and ranges only, no defaults: a key missing from the composition is an error, never
+silently filled in. The schema is applied in code, not through Hydra's ConfigStore: a schema in
+the defaults list breaks DVC's own composition of `conf/`.
 """
 
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +20,11 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pipeline import manifest
-from pipeline.integrity import atomic_write_bytes
+from pipeline.data import manifest
+from pipeline.files import atomic_write_bytes
 
 PARAMS_FILE = Path("params.yaml")
+TOOLBOX_IMAGES = 60_000  # the toolbox trains on every training image, in file order
 
 
 class ConfigError(ValueError):
@@ -34,84 +37,84 @@ def _require(ok: bool, key: str, message: str) -> None:
 
 
 @dataclass
-class DataConfig:
-    name: str = "mnist"  # a manifest in pipeline/manifests/
-    raw_dir: str = "data/raw/mnist"  # fetch output: the four IDX files + provenance.json
-    prepared: str = "data/prepared/mnist.npz"  # prepare output
-    val_size: int = 10_000  # validation images held out of the 60,000 training images
-    split_seed: int = 0  # seeds the validation split only (independent of the run's seed)
-    subset: int | None = None  # train on the first `subset` fit images only (quick runs)
+class DataConfig:  # conf/data/*.yaml
+    name: str
+    raw_dir: str
+    prepared: str
+    val_size: int
+    split_seed: int
+    subset: int | None
 
     def __post_init__(self) -> None:
-        _require(
-            self.name in manifest.available(), "data.name", f"unknown dataset {self.name!r}; "
-            f"known: {manifest.available()}",
-        )  # fmt: skip
+        known = manifest.available()
+        _require(self.name in known, "data.name", f"unknown dataset {self.name!r}; known: {known}")
         _require(0 <= self.val_size < 60_000, "data.val_size", "must be in [0, 60000)")
         _require(self.split_seed >= 0, "data.split_seed", "must be >= 0")
         _require(self.subset is None or self.subset >= 1, "data.subset", "must be >= 1 or null")
 
 
 @dataclass
-class FetchConfig:
-    network: bool = True  # false: no mirror or package-index access (air-gapped machines, CI)
-    timeout_s: float = 10.0  # per network request
-    local_dir: str | None = None  # a folder holding the four files (gzipped or not), tried last
+class FetchConfig:  # conf/config.yaml, `fetch`
+    network: bool
+    timeout_s: float
+    local_dir: str | None
 
     def __post_init__(self) -> None:
         _require(self.timeout_s > 0, "fetch.timeout_s", "must be > 0")
 
 
 @dataclass
-class ModelConfig:
-    name: str = "zhang2016"  # the paper's network (the only one): 3,898 parameters
+class ModelConfig:  # conf/model/*.yaml
+    name: str
 
     def __post_init__(self) -> None:
         _require(self.name == "zhang2016", "model.name", "the only model is 'zhang2016'")
 
 
 @dataclass
-class TrainConfig:
-    lr: float = 1.0  # alpha in eqs. (65)-(70)
-    batch_size: int = 50
-    epochs: int = 1
-    dtype: str = "float64"  # float64 (the reference's doubles) or float32
-    rng: str = "default"  # default (SeedSequence generators) or toolbox (replay, see below)
-    test_each_epoch: bool = False  # also log test loss and error after every epoch
+class TrainConfig:  # conf/train/*.yaml
+    lr: float
+    batch_size: int
+    epochs: int
+    dtype: str
+    rng: str
+    test_each_epoch: bool
 
     def __post_init__(self) -> None:
         _require(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
         _require(self.batch_size >= 1, "train.batch_size", f"must be >= 1, got {self.batch_size}")
         _require(self.epochs >= 1, "train.epochs", f"must be >= 1, got {self.epochs}")
         _require(
-            self.dtype in ("float32", "float64"), "train.dtype",
+            self.dtype in ("float32", "float64"),
+            "train.dtype",
             f"must be float32 or float64, got {self.dtype!r}",
-        )  # fmt: skip
+        )
         _require(
-            self.rng in ("default", "toolbox"), "train.rng",
+            self.rng in ("default", "toolbox"),
+            "train.rng",
             f"must be default or toolbox, got {self.rng!r}",
-        )  # fmt: skip
+        )
 
 
 @dataclass
-class TrackingConfig:
-    experiment: str = "zhang-cnn"  # MLflow experiment name
-    uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///<repo root>/mlflow.db
-    log_model: bool = True  # log the MLflow pyfunc model (a few seconds per run)
-    sweep: str | None = None  # multirun: the sweep's name (default: sweep-<date>-<time>)
+class TrackingConfig:  # conf/tracking/*.yaml
+    experiment: str
+    uri: str | None
+    log_model: bool
+    sweep: str | None
 
     def __post_init__(self) -> None:
         _require(bool(self.experiment.strip()), "tracking.experiment", "must not be empty")
 
 
 @dataclass
-class Config:
-    seed: int = 0
-    data: DataConfig = field(default_factory=DataConfig)
-    fetch: FetchConfig = field(default_factory=FetchConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+class Config:  # conf/config.yaml
+    seed: int
+    data: DataConfig
+    fetch: FetchConfig
+    model: ModelConfig
+    train: TrainConfig
+    tracking: TrackingConfig
 
     def __post_init__(self) -> None:
         _require(self.seed >= 0, "seed", "must be >= 0")
@@ -119,16 +122,22 @@ class Config:
             # The toolbox draws randperm(60000) over every training image and asserts that the
             # batch size divides it; a replay cannot use a subset.
             _require(self.seed < 2**32, "seed", "train.rng=toolbox needs a seed below 2**32")
-            _require(60_000 % self.train.batch_size == 0, "train.batch_size",
-                     "train.rng=toolbox needs a batch size that divides 60000")  # fmt: skip
-            _require(self.data.subset is None, "data.subset",
-                     "train.rng=toolbox trains on all 60,000 images: leave it null")  # fmt: skip
+            _require(
+                TOOLBOX_IMAGES % self.train.batch_size == 0,
+                "train.batch_size",
+                "train.rng=toolbox needs a batch size that divides 60000",
+            )
+            _require(
+                self.data.subset is None,
+                "data.subset",
+                "train.rng=toolbox trains on all 60,000 images: leave it null",
+            )
 
 
 def validate(cfg: DictConfig | dict[str, Any]) -> Config:
     """Check `cfg` against the schema and return it as typed dataclasses.
 
-    Raises ConfigError naming the offending key (unknown keys, wrong types, bad ranges).
+    Raises ConfigError naming the offending key (unknown or missing keys, wrong types, ranges).
     """
     if isinstance(cfg, DictConfig):  # Hydra's own node is not ours to check (or to resolve)
         cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
@@ -142,18 +151,21 @@ def validate(cfg: DictConfig | dict[str, Any]) -> Config:
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "config"
         msg = str(exc).splitlines()[0]
+        if "missing mandatory value" in msg.lower():
+            msg = "missing; conf/ must give every key a value (`make params` recomposes params.yaml)"
         raise ConfigError(f"{key}: {msg}") from None
 
 
-def load_params(path: Path = PARAMS_FILE) -> Config:
-    """Read and validate `params.yaml` (what the DVC stages run on)."""
+def load_params(path: Path = PARAMS_FILE) -> tuple[Config, dict[str, Any]]:
+    """Read and validate `params.yaml` (what the DVC stages run on): (typed config, raw tree)."""
     if not Path(path).is_file():
         raise ConfigError(
             f"{path} not found: run from the repository root, or regenerate it with "
             "`make params` (it is the composition of conf/)"
         )
     with open(path, encoding="utf-8") as fh:
-        return validate(yaml.safe_load(fh) or {})
+        tree = yaml.safe_load(fh) or {}
+    return validate(tree), tree
 
 
 def compose(overrides: list[str] | None = None, config_dir: Path = Path("conf")) -> str:

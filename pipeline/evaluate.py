@@ -1,63 +1,45 @@
 """DVC stage `evaluate`: the trained weights on the test set, for `dvc metrics` and `dvc plots`.
 
+    python -m pipeline.evaluate [--params params.yaml]
+
 Writes metrics/test.json (test_loss, test_error) and plots/confusion.csv (one row per test
 image: actual, predicted). The numbers equal the test metrics the train stage logged to MLflow:
-the same weights through the same `assess`.
-
-Usage: python -m pipeline.evaluate [--params params.yaml]
+the same weights through the same `pipeline.model.inference.assess`.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from pipeline import outputs, training
+from pipeline import paths
 from pipeline.config import ConfigError, load_params
-from pipeline.dataset import Split, load_prepared
-from pipeline.integrity import DataError
-from pipeline.outputs import Paths, load_weights
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    loss: float  # eq. (13), mean over the split
-    error: float
-    predictions: np.ndarray  # (N,) int64
-    confusion: np.ndarray  # (10, 10) int64, rows: true label
-
-
-def assess(params: dict[str, np.ndarray], split: Split) -> Evaluation:
-    """Loss, error, predictions and confusion matrix of `params` on a split."""
-    loss, error = training.evaluate(params, split.x, split.y)
-    pred = training.predict(params, split.x)
-    return Evaluation(loss, error, pred, training.confusion_matrix(split.labels, pred))
+from pipeline.data.prepared import read_prepared
+from pipeline.files import DataError, write_csv, write_json
+from pipeline.model.inference import assess
+from pipeline.model.weights import load_weights
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
-    paths = Paths()
+    outputs = paths.Outputs()
     try:
-        cfg = load_params(args.params)
-        data = load_prepared(Path(cfg.data.prepared), cfg.train.dtype)
-        if not paths.weights.is_file():
-            raise DataError(f"{paths.weights} not found: run `dvc repro train` first")
-        params = load_weights(paths.weights)
+        cfg, _ = load_params(args.params)
+        test_split = read_prepared(Path(cfg.data.prepared)).split("test", cfg.train.dtype)
+        params = load_weights(outputs.weights)
     except (ConfigError, DataError) as exc:
         print(f"evaluate failed: {exc}", file=sys.stderr)
         return 1
-    test = assess(params, data.test)
-    outputs.write_json(paths.test_metrics, {"test_loss": test.loss, "test_error": test.error})
-    outputs.write_csv(
-        paths.confusion_csv, ["actual", "predicted"],
-        list(zip(data.test.labels.tolist(), test.predictions.tolist(), strict=True)),
-    )  # fmt: skip
+    test = assess(params, test_split)
+    write_json(outputs.test_metrics, {"test_loss": test.loss, "test_error": test.error})
+    write_csv(
+        outputs.confusion_csv,
+        ["actual", "predicted"],
+        list(zip(test_split.labels.tolist(), test.predictions.tolist(), strict=True)),
+    )
     print(f"evaluate: test error {test.error:.2%}, test loss {test.loss:.4f}")
     return 0
 

@@ -1,4 +1,5 @@
-"""Process-wide settings for fast, reproducible training; call from entry points only.
+"""Process-wide settings for fast, reproducible training, and what entry points read from the
+environment; call from entry points only.
 
 - BLAS threads: one. Results of a BLAS product depend on its thread count, and on two shared
   cores two threads were many times slower whenever another process was busy. The variables only
@@ -16,6 +17,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline import paths
 
 BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # from glibc's <malloc.h>
@@ -37,4 +43,42 @@ def tune_malloc(mmap_threshold: int = 256 << 20, trim_threshold: int = 1 << 30) 
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(
         mallopt(_M_TRIM_THRESHOLD, trim_threshold)
+    )
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What entry points read from the process environment, read in one place (`environment`)
+    and passed down as plain values: nothing below the entry points reads `os.environ`."""
+
+    dvc_root: str | None  # DVC_ROOT: the real repo root, also for queued `dvc exp` runs
+    dvc_exp_name: str | None  # DVC_EXP_NAME: the experiment `dvc exp run` is running
+    tracking_uri: str | None  # MLFLOW_TRACKING_URI: overrides tracking.uri
+    blas_threads: str  # OPENBLAS_NUM_THREADS as set ("default" when unset)
+    sweep: str | None  # PIPELINE_SWEEP: the sweep a Hydra job belongs to (pipeline.sweep)
+    sweep_parent: str | None  # PIPELINE_SWEEP_PARENT_RUN_ID: that sweep's parent run
+
+    @property
+    def root(self) -> Path:
+        return paths.repo_root(dvc_root=self.dvc_root)
+
+    def store_uri(self, configured: str | None) -> str:
+        """The tracking URI: MLFLOW_TRACKING_URI, else `configured` (tracking.uri), else the
+        absolute SQLite store at the repo root."""
+        return self.tracking_uri or configured or paths.default_store(self.root)
+
+
+SWEEP_VARS = ("PIPELINE_SWEEP", "PIPELINE_SWEEP_PARENT_RUN_ID")
+
+
+def environment(env: Mapping[str, str] | None = None) -> Environment:
+    """Read the variables the pipeline uses from `env` (default: this process's)."""
+    env = os.environ if env is None else env
+    return Environment(
+        dvc_root=env.get("DVC_ROOT") or None,
+        dvc_exp_name=env.get("DVC_EXP_NAME") or None,
+        tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
+        blas_threads=env.get("OPENBLAS_NUM_THREADS", "default"),
+        sweep=env.get(SWEEP_VARS[0]) or None,
+        sweep_parent=env.get(SWEEP_VARS[1]) or None,
     )

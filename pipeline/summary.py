@@ -1,30 +1,23 @@
-"""`make repro`'s closing words: the results and how to look at them."""
+"""`python -m pipeline.summary`: what `make repro` prints at the end (metrics, store, UI)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from pipeline import tracking
+from pipeline import paths, runtime
 from pipeline.config import load_params
+from pipeline.reports.summary import summary_text
 
 
 def main() -> int:
-    cfg = load_params()
-    metrics = {}
-    for name in ("metrics/train.json", "metrics/test.json"):
-        if Path(name).is_file():
-            metrics |= json.loads(Path(name).read_text())
-    print("\nResults (dvc metrics show):")
-    for key in ("epochs", "train_loss", "val_loss", "val_error", "test_loss", "test_error"):
-        if key in metrics:
-            value = metrics[key]
-            shown = f"{value:.2%}" if key.endswith("error") else f"{value:g}"
-            print(f"  {key:<11} {shown}")
-    uri = tracking.resolve_uri(cfg.tracking.uri)
-    print(f"\nMLflow store: {uri}  (experiment '{cfg.tracking.experiment}')")
-    print("Open the MLflow UI (lean server, about 460 MB):  make ui   -> http://127.0.0.1:5000")
-    print("Plots, offline:  .venv/bin/dvc plots show  -> dvc_plots/index.html")
+    cfg, _ = load_params()
+    outputs = paths.Outputs()
+    metrics: dict[str, float] = {}
+    for path in (outputs.train_metrics, outputs.test_metrics):
+        if path.is_file():
+            metrics |= json.loads(path.read_text(encoding="utf-8"))
+    uri = runtime.environment().store_uri(cfg.tracking.uri)
+    print(summary_text(metrics, store_uri=uri, experiment=cfg.tracking.experiment))
     return 0
 
 

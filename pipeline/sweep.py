@@ -1,9 +1,9 @@
-"""Hydra multirun sweeps logged to MLflow: one parent run per sweep, one child run per job.
+"""Hydra multirun sweeps logged to MLflow: the callback (an entry point Hydra calls).
 
 `SweepCallback` is registered in conf/config.yaml (hydra.callbacks). Its `on_multirun_start`
 runs once, in the launching process, before any job starts. It:
-- checks the configuration and creates the MLflow store and experiment once (creating either
-  from several processes at once was seen to fail or to misfile runs);
+- checks the configuration and every swept value, then creates the MLflow store and experiment
+  once (creating either from several processes at once was seen to fail or to misfile runs);
 - starts a lean `mlflow server` on loopback over the SQLite store when the launcher runs jobs
   in several processes (joblib, submitit_local), so that one process owns the database, and
   stops it at the end; a cluster launcher needs a server the nodes reach (`tracking.uri`);
@@ -11,7 +11,7 @@ runs once, in the launching process, before any job starts. It:
   through environment variables (every launcher's job processes inherit them).
 Each job (`pipeline.train`'s Hydra entry) logs a child run tagged with the sweep name and its
 overrides. `on_multirun_end`, or at exit if a failed job made Hydra raise first, ends the parent
-run: FINISHED if every child finished, else FAILED (tagged with the failed jobs).
+run (`pipeline.tracking.sweeps.finish_parent`).
 """
 
 from __future__ import annotations
@@ -25,31 +25,29 @@ import time
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from mlflow.entities import RunStatus
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import tracking
+from pipeline import paths, runtime
 from pipeline.config import ConfigError, validate
+from pipeline.tracking import store, sweeps
+from pipeline.tracking.server import Server
 
-ENV_NAME = "PIPELINE_SWEEP"
-ENV_PARENT = "PIPELINE_SWEEP_PARENT_RUN_ID"
+ENV_NAME, ENV_PARENT = runtime.SWEEP_VARS
 LOCAL_PARALLEL = ("JoblibLauncher", "submitit_launcher.LocalLauncher")  # several processes
 
 
-def job_context() -> tuple[str | None, dict[str, str]]:
+def job_context(
+    env: runtime.Environment, task_overrides: list[str], job_num: int
+) -> tuple[str | None, dict[str, str]]:
     """In a sweep job: (parent run id, tags for the child run); outside a sweep: (None, {})."""
-    parent = os.environ.get(ENV_PARENT)
-    if not parent:
+    if not env.sweep_parent:
         return None, {}
-    from hydra.core.hydra_config import HydraConfig
-
-    hc = HydraConfig.get()
-    overrides = [o for o in hc.overrides.task if not o.startswith("hydra")]
-    return parent, {
-        "sweep": os.environ[ENV_NAME],
+    overrides = [o for o in task_overrides if not o.startswith("hydra")]
+    return env.sweep_parent, {
+        "sweep": env.sweep or "",
         "sweep_role": "child",
         "overrides": " ".join(overrides),
-        "hydra_job_num": str(hc.job.num),
+        "hydra_job_num": str(job_num),
     }
 
 
@@ -83,7 +81,7 @@ def _command() -> str:
 
 class SweepCallback(Callback):
     def __init__(self) -> None:
-        self.server: tracking.Server | None = None
+        self.server: Server | None = None
         self.parent_id: str | None = None
         self.uri: str | None = None
 
@@ -100,7 +98,7 @@ class SweepCallback(Callback):
         # that cannot be tracked must not start, so exit instead.
         try:
             self._start(config)
-        except (ConfigError, tracking.TrackingError) as exc:
+        except (ConfigError, store.TrackingError) as exc:
             raise SystemExit(f"sweep not started: {exc}") from None
 
     def _start(self, config: DictConfig) -> None:
@@ -108,24 +106,23 @@ class SweepCallback(Callback):
         check_sweep_values(config)
         name = cfg.tracking.sweep or time.strftime("sweep-%Y%m%d-%H%M%S")
         launcher = str(config.hydra.launcher.get("_target_", ""))
-        uri = tracking.resolve_uri(cfg.tracking.uri)
+        env = runtime.environment()
+        uri = env.store_uri(cfg.tracking.uri)
+        artifacts = paths.artifact_root(env.root)
         if uri.startswith("sqlite:"):
             if launcher.endswith("SlurmLauncher"):
-                raise tracking.TrackingError(
+                raise store.TrackingError(
                     "submitit_slurm jobs run on other machines: give them an MLflow server "
                     "they can reach (tracking.uri=http://<host>:<port>); see README, Sweeps"
                 )
-            tracking.connect(uri, cfg.tracking.experiment)  # create store + experiment once
+            store.connect(uri, cfg.tracking.experiment, artifacts)  # create store + experiment
             if any(k in launcher for k in LOCAL_PARALLEL):
-                self.server = tracking.Server(uri).start()
+                self.server = Server(uri, env=os.environ).start()
                 uri = self.server.uri
                 print(f"sweep {name}: MLflow server {uri} over the SQLite store", flush=True)
-        client, experiment_id = tracking.connect(uri, cfg.tracking.experiment)
-        parent = client.create_run(
-            experiment_id, run_name=name,
-            tags={"sweep": name, "sweep_role": "parent", "command": _command()},
-        )  # fmt: skip
-        self.parent_id, self.uri = parent.info.run_id, uri
+        client, experiment_id = store.connect(uri, cfg.tracking.experiment, artifacts)
+        self.parent_id = sweeps.create_parent(client, experiment_id, name=name, command=_command())
+        self.uri = uri
         os.environ.update({ENV_NAME: name, ENV_PARENT: self.parent_id, "MLFLOW_TRACKING_URI": uri})
         atexit.register(self._finish)
         print(f"sweep {name}: parent MLflow run {self.parent_id}", flush=True)
@@ -138,22 +135,12 @@ class SweepCallback(Callback):
             return
         parent_id, self.parent_id = self.parent_id, None
         try:
-            client = tracking.MlflowClient(self.uri)
-            run = client.get_run(parent_id)
-            children = client.search_runs(
-                [run.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'"
+            done = sweeps.finish_parent(store.MlflowClient(self.uri), parent_id)
+            print(
+                f"sweep {done.name}: {done.finished}/{done.children} runs finished; "
+                f"compare with `python -m pipeline.compare {done.name}`",
+                flush=True,
             )
-            bad = [c for c in children if c.info.status != "FINISHED"]
-            for key, value in {"children": len(children), "failed_children": len(bad)}.items():
-                client.set_tag(parent_id, key, str(value))
-            if bad:
-                jobs = "; ".join(c.data.tags.get("overrides", c.info.run_id) for c in bad)
-                client.set_tag(parent_id, "failed_jobs", jobs[:5000])
-            status = RunStatus.FAILED if bad or len(children) == 0 else RunStatus.FINISHED
-            client.set_terminated(parent_id, RunStatus.to_string(status))
-            name = run.data.tags.get("sweep")
-            print(f"sweep {name}: {len(children) - len(bad)}/{len(children)} runs finished; "
-                  f"compare with `python -m pipeline.compare {name}`", flush=True)  # fmt: skip
         finally:
             if self.server is not None:
                 self.server.stop()

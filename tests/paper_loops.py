@@ -1,6 +1,6 @@
 """A literal loop transcription of Zhang (2016), one sample at a time, in Python floats (float64).
 
-The test oracle for `pipeline.cnn`: no NumPy arithmetic, no vectorisation, the paper's index
+The test oracle for `pipeline.model.cnn`: no NumPy arithmetic, no vectorisation, the paper's index
 conventions. Arrays are nested lists; paper index i = 1..n is list index i-1, kernel index
 u = -2..2 is list index u+2. Convolution outputs are 'valid': output (i, j) sits at the input
 position (i+2, j+2), so eq. (5)'s I(i-u, j-v) is I[i+2-u][j+2-v] with 0-based i, j.

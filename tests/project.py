@@ -17,7 +17,7 @@ from pathlib import Path
 import synthetic
 from conftest import REPO
 
-from pipeline.integrity import sha256_bytes
+from pipeline.files import sha256_bytes
 
 BIN = Path(sys.executable).parent
 COPY = [

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.idx import format_idx
-from pipeline.integrity import sha256_bytes
-from pipeline.manifest import FILE_KEYS, FileSpec, Manifest
+from pipeline.data.idx import format_idx
+from pipeline.files import sha256_bytes
+from pipeline.data.manifest import FILE_KEYS, FileSpec, Manifest
 
 NAMES = {
     "train_images": "train-images-idx3-ubyte",

@@ -7,7 +7,7 @@ import numpy as np
 import paper_loops
 import pytest
 
-from pipeline import cnn
+from pipeline.model import cnn
 
 
 def random_batch(seed: int, n: int, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from pipeline.idx import IdxFormatError, format_idx, parse_idx, parse_images_labels
+from pipeline.data.idx import IdxFormatError, format_idx, parse_idx, parse_images_labels
 
 
 def test_hand_worked_header_and_data():

@@ -4,10 +4,14 @@ import numpy as np
 import pytest
 import synthetic
 
-from pipeline.dataset import load_prepared, save_npz_deterministic
-from pipeline.idx import IdxFormatError
-from pipeline.integrity import DataError
-from pipeline.prepare import one_hot, prepare_arrays, validation_index
+from pipeline.data.idx import IdxFormatError
+from pipeline.data.prepared import (
+    one_hot,
+    prepare_arrays,
+    read_prepared,
+    validation_index,
+)
+from pipeline.files import DataError, save_npz
 
 
 def test_one_hot_hand_worked():
@@ -25,20 +29,23 @@ def test_validation_split_is_sorted_disjoint_and_seeded():
 def test_prepared_file_is_byte_identical_and_loads_exactly(tmp_path):
     arrs = synthetic.arrays(n_train=12, n_test=5)
     prepared = prepare_arrays(synthetic.idx_files(arrs), val_size=4, split_seed=3)
-    save_npz_deterministic(tmp_path / "a.npz", prepared)
-    save_npz_deterministic(tmp_path / "b.npz", prepare_arrays(
-        synthetic.idx_files(arrs), val_size=4, split_seed=3))  # fmt: skip
+    save_npz(tmp_path / "a.npz", prepared)
+    again = prepare_arrays(synthetic.idx_files(arrs), val_size=4, split_seed=3)
+    save_npz(tmp_path / "b.npz", again)
     assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
 
-    data = load_prepared(tmp_path / "a.npz", np.float64)
+    data = read_prepared(tmp_path / "a.npz")
     val = validation_index(12, 4, 3)
     fit = np.setdiff1d(np.arange(12), val)
-    np.testing.assert_array_equal(data.val.x, arrs["train_images"][val] / 255.0)
-    np.testing.assert_array_equal(data.fit.x, arrs["train_images"][fit] / 255.0)
-    np.testing.assert_array_equal(data.test.labels, arrs["test_labels"])
-    np.testing.assert_array_equal(data.fit.y.argmax(1), arrs["train_labels"][fit])
-    assert data.fit.x.dtype == np.float64 and data.fit.x.max() <= 1.0
-    assert load_prepared(tmp_path / "a.npz", "float32").test.x.dtype == np.float32
+    split = {part: data.split(part, np.float64) for part in ("fit", "val", "test", "train")}
+    np.testing.assert_array_equal(split["val"].x, arrs["train_images"][val] / 255.0)
+    np.testing.assert_array_equal(split["fit"].x, arrs["train_images"][fit] / 255.0)
+    np.testing.assert_array_equal(split["train"].x, arrs["train_images"] / 255.0)
+    np.testing.assert_array_equal(split["test"].labels, arrs["test_labels"])
+    np.testing.assert_array_equal(split["fit"].y.argmax(1), arrs["train_labels"][fit])
+    assert split["fit"].x.dtype == np.float64 and split["fit"].x.max() <= 1.0
+    assert data.split("test", "float32").x.dtype == np.float32
+    assert data.n_val == 4 and len(split["fit"].head(3)) == 3 and split["fit"].head(None) is split["fit"]
 
 
 def test_counts_that_disagree_are_refused():
@@ -54,6 +61,9 @@ def test_validation_larger_than_training_is_refused():
         prepare_arrays(files, val_size=6, split_seed=0)
 
 
-def test_missing_prepared_file_says_how_to_make_it(tmp_path):
-    with pytest.raises(DataError, match="dvc repro prepare"):
-        load_prepared(tmp_path / "nope.npz")
+def test_missing_or_incomplete_prepared_file_says_how_to_make_it(tmp_path):
+    with pytest.raises(DataError, match="not found: prepare it with `dvc repro prepare`"):
+        read_prepared(tmp_path / "nope.npz")
+    save_npz(tmp_path / "partial.npz", {"train_images": np.zeros((2, 28, 28), np.uint8)})
+    with pytest.raises(DataError, match="partial.npz: unreadable or incomplete.*dvc repro prepare"):
+        read_prepared(tmp_path / "partial.npz")

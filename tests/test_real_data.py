@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from pipeline.fetch import FetchOptions, fetch
-from pipeline.integrity import sha256_file
-from pipeline.manifest import load_manifest
+from pipeline.data.fetching import fetch
+from pipeline.files import sha256_file
+from pipeline.data.manifest import load_manifest
 
 pytestmark = pytest.mark.real_data
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -40,5 +40,5 @@ def test_prepared_mnist_has_the_documented_layout():
 def test_fashion_mnist_offline_from_debian(tmp_path):
     if not DEBIAN_FASHION.is_dir():
         pytest.skip(f"{DEBIAN_FASHION} absent: apt-get install dataset-fashion-mnist")
-    record = fetch(load_manifest("fashion_mnist"), tmp_path, FetchOptions(network=False))
+    record = fetch(load_manifest("fashion_mnist"), tmp_path, network=False, timeout_s=10.0)
     assert all("dataset-fashion-mnist" in f["source"] for f in record["files"].values())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import cnn, toolbox, training
+from pipeline.model import cnn, sgd, toolbox
 
 # Octave 7, rand('state', 0), DeepLearnToolbox's test_example_CNN (1-based MATLAB indices).
 K1_11, K1_21 = 0.12754906917710679, 0.095527748426783909  # net.layers{2}.k{1}{1}(1,1), (2,1)
@@ -15,7 +15,7 @@ FIRST_BATCH_1BASED = [4095, 28898, 20310, 20066, 2841, 31199, 26536, 42447, 4070
 
 
 @pytest.fixture(scope="module")
-def seed0() -> tuple[cnn.Params, training.Order]:
+def seed0() -> tuple[cnn.Params, sgd.Order]:
     return toolbox.replay(0, 60000)
 
 
@@ -183,13 +183,13 @@ def test_orders_refuse_out_of_order_epochs(asks):
         order(bad)
 
 
-def test_replay_trains_with_training_train():
+def test_replay_trains_with_sgd_train():
     n = 100
     params, order = toolbox.replay(0, n)
     rng = np.random.default_rng(0)
     x = toolbox.present(rng.random((n, 28, 28)))  # (n, 28, 28)
     y = np.eye(10)[rng.integers(0, 10, n)]  # (n, 10)
-    result = training.train(params, x, y, epochs=2, batch_size=50, lr=1.0, order=order)
+    result = sgd.train(params, x, y, epochs=2, batch_size=50, lr=1.0, order=order)
     assert result.batch_losses.shape == (4,)
     assert np.all(np.isfinite(result.batch_losses))
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline import cnn
+from pipeline.model import cnn
 
 
 def to_torch(params: cnn.Params) -> dict[str, torch.Tensor]:

@@ -17,7 +17,7 @@ with the one-element key [s], and each uniform double is built from two 32-bit w
 different stream; Generators use other algorithms), so this module is the one place where the
 project uses it. ``rand(r, c)`` fills its r x c matrix column-major.
 
-Parameter mapping (see `pipeline.cnn` for the names and shapes):
+Parameter mapping (see `pipeline.model.cnn` for the names and shapes):
 - Kernels: the toolbox convolves with ``convn(a, k{i}{j}, 'valid')``, a true convolution, which
   is the convention of the paper and of `cnn` (eq. (5), (8)). So the stored kernel is our kernel:
   k1[i, j] / k2[i, j] = k{i+1}{j+1} (map_in i, map_out j), row u and column v alike, provided
@@ -26,10 +26,10 @@ Parameter mapping (see `pipeline.cnn` for the names and shapes):
   ``reshape``, which is `cnn.flatten`'s column scan (eq. (10)); so W = ffW, shape (10, 192).
 - Images: ``reshape(train_x', 28, 28, 60000)`` refills each row-major 784-pixel row
   column-major, so the toolbox trains (and tests) on the transpose of every natural image; pixels
-  are ``double(x) / 255`` (what `pipeline.dataset.load_prepared` gives in float64) and targets
+  are ``double(x) / 255`` (what `pipeline.data.prepared.Split` holds in float64) and targets
   one-hot.
 
-Batches: the toolbox asserts that the batch size divides N; `training.train` would also accept a
+Batches: the toolbox asserts that the batch size divides N; `sgd.train` would also accept a
 short last batch, which the toolbox never trains on, so a faithful replay uses N divisible by the
 batch size (60,000 / 50).
 """
@@ -40,8 +40,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pipeline import cnn
-from pipeline.training import Order
+from pipeline.model import cnn
+from pipeline.model.sgd import Order
 
 KERNEL = cnn.KERNEL  # 5: rand(5) is a 5 x 5 kernel
 CONV_MAPS = ((1, 6), (6, 12))  # (maps_in, maps_out) of conv layers 1 and 2, in draw order
@@ -167,10 +167,10 @@ def randperm(stream: OctaveStream, n: int) -> np.ndarray:
 
 
 def epoch_orders(stream: OctaveStream, n: int) -> Order:
-    """An `order` for `training.train`: epoch e (from 1) -> the toolbox's e-th ``randperm(n)``.
+    """An `order` for `sgd.train`: epoch e (from 1) -> the toolbox's e-th ``randperm(n)``.
 
     Each call draws from `stream`, so the init must already have been drawn from it (see
-    `replay`) and the epochs must be asked for as 1, 2, 3, ..., each once, as `training.train`
+    `replay`) and the epochs must be asked for as 1, 2, 3, ..., each once, as `sgd.train`
     does; anything else raises ValueError rather than hand out a permutation from the wrong
     place in the stream.
 

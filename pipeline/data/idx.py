@@ -10,7 +10,7 @@ import struct
 
 import numpy as np
 
-from pipeline.integrity import DataError
+from pipeline.files import DataError
 
 # IDX type code -> big-endian NumPy dtype.
 IDX_DTYPES: dict[int, np.dtype] = {

@@ -17,8 +17,8 @@ import pickle
 
 import numpy as np
 
-from pipeline.idx import format_idx
-from pipeline.integrity import DataError
+from pipeline.data.idx import format_idx
+from pipeline.files import DataError
 
 # (module, name) pairs a NumPy-array pickle may reference, mapped to what they load.
 _ALLOWED = {

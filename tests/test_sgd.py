@@ -1,4 +1,4 @@
-"""Training loop, determinism, callbacks, divergence, and batched inference."""
+"""SGD step and training loop, determinism, callbacks, divergence; the plan; batched inference."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
-from pipeline import cnn, training
+from pipeline.model import cnn, inference, sgd
+from pipeline.model.plan import make_generators, shuffled
 
 
 def templates_data(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -22,20 +23,20 @@ def templates_data(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     return x, np.eye(10)[labels]
 
 
-def run(seed: int = 0, dtype=np.float64, n: int = 30, **kw) -> training.TrainResult:
+def run(seed: int = 0, dtype=np.float64, n: int = 30, **kw) -> sgd.TrainResult:
     x, y = templates_data(1, n)
-    init_rng, shuffle_rng = training.make_generators(seed)
+    init_rng, shuffle_rng = make_generators(seed)
     params = cnn.init_params(init_rng, dtype)
-    kw = {"epochs": 2, "batch_size": 10, "lr": 1.0, "shuffle_rng": shuffle_rng, **kw}
-    return training.train(params, x.astype(dtype), y.astype(dtype), **kw)
+    kw = {"epochs": 2, "batch_size": 10, "lr": 1.0, "order": shuffled(shuffle_rng, n), **kw}
+    return sgd.train(params, x.astype(dtype), y.astype(dtype), **kw)
 
 
 def test_make_generators_is_deterministic_and_independent():
-    a_init, a_shuf = training.make_generators(3)
-    b_init, b_shuf = training.make_generators(3)
+    a_init, a_shuf = make_generators(3)
+    b_init, b_shuf = make_generators(3)
     assert a_init.random() == b_init.random()
     assert a_shuf.random() == b_shuf.random()
-    c_init, c_shuf = training.make_generators(3)
+    c_init, c_shuf = make_generators(3)
     assert c_init.random() != c_shuf.random()
 
 
@@ -52,11 +53,10 @@ def test_overfits_50_samples():
     # Per-sample updates (batch size 1, as in the paper): the sigmoid/MSE net first sits on the
     # all-zeros plateau (loss ~0.45), then memorises the 50 samples.
     x, y = templates_data(2, 50)
-    init_rng, shuffle_rng = training.make_generators(0)
-    res = training.train(
-        cnn.init_params(init_rng), x, y, epochs=20, batch_size=1, lr=1.0, shuffle_rng=shuffle_rng
-    )
-    loss, err = training.evaluate(res.params, x, y)
+    init_rng, shuffle_rng = make_generators(0)
+    order = shuffled(shuffle_rng, len(x))
+    res = sgd.train(cnn.init_params(init_rng), x, y, epochs=20, batch_size=1, lr=1.0, order=order)
+    loss, err = inference.loss_and_error(res.params, x, y)
     assert err == 0.0
     assert loss < 0.05 < res.batch_losses[0]
 
@@ -65,7 +65,7 @@ def test_partial_last_batch_is_a_smaller_batch_with_its_own_mean():
     x, y = templates_data(3, 23)
     perm = np.random.default_rng(0).permutation(23)
     params = cnn.init_params(np.random.default_rng(0))
-    res = training.train(params, x, y, epochs=1, batch_size=10, lr=0.5, order=lambda e: perm)
+    res = sgd.train(params, x, y, epochs=1, batch_size=10, lr=0.5, order=lambda e: perm)
     assert res.batch_losses.shape == (3,)
     p = params
     for start, loss in zip((0, 10, 20), res.batch_losses, strict=True):
@@ -81,9 +81,9 @@ def test_order_hook_callbacks_and_metrics():
     x, y = templates_data(4, 20)
     orders = {1: np.arange(20), 2: np.arange(20)[::-1]}
     batches, epochs = [], []
-    res = training.train(
+    res = sgd.train(
         cnn.init_params(np.random.default_rng(0)), x, y, epochs=2, batch_size=8, lr=1.0,
-        order=orders.__getitem__, x_val=x[:5], y_val=y[:5],
+        order=orders.__getitem__, evals={"val": (x[:5], y[:5])},
         on_batch=lambda step, loss: batches.append((step, loss)),
         on_epoch=lambda epoch, m: epochs.append((epoch, m)),
     )  # fmt: skip
@@ -96,49 +96,69 @@ def test_order_hook_callbacks_and_metrics():
     assert m["train_loss"] == pytest.approx(weights @ res.batch_losses[:3] / 20)
     assert res.history == [m for _, m in epochs]
     # The first batch of epoch 1 is samples 0-7, given by the hook.
-    assert (
-        res.batch_losses[0]
-        == cnn.loss_and_grads(cnn.init_params(np.random.default_rng(0)), x[:8], y[:8])[0]
-    )
+    first = sgd.step(cnn.init_params(np.random.default_rng(0)), x[:8], y[:8], 1.0)
+    assert res.batch_losses[0] == first.loss
 
 
 def test_order_must_be_a_permutation():
     x, y = templates_data(4, 10)
     p = cnn.init_params(np.random.default_rng(0))
     with pytest.raises(ValueError, match="permutation"):
-        training.train(p, x, y, epochs=1, batch_size=5, lr=1.0, order=lambda e: np.zeros(10, int))
+        sgd.train(p, x, y, epochs=1, batch_size=5, lr=1.0, order=lambda e: np.zeros(10, int))
 
 
 def test_divergence_raises_naming_epoch_and_batch():
     x, y = templates_data(5, 30)
     x[17, 3, 3] = np.nan  # sample 17 sits in batch 2 of epoch 1 (batches of 10, identity order)
     p = cnn.init_params(np.random.default_rng(0))
-    with pytest.raises(training.DivergenceError, match=r"epoch 1, batch 2") as info:
-        training.train(p, x, y, epochs=1, batch_size=10, lr=1.0, order=lambda e: np.arange(30))
+    with pytest.raises(sgd.DivergenceError, match=r"epoch 1, batch 2") as info:
+        sgd.train(p, x, y, epochs=1, batch_size=10, lr=1.0, order=lambda e: np.arange(30))
     assert (info.value.epoch, info.value.batch, info.value.step) == (1, 2, 2)
 
 
 def test_infinite_learning_rate_diverges():
     # The loss is bounded (sigmoid outputs), so only non-finite weights make it diverge.
-    with np.errstate(invalid="ignore"), pytest.raises(training.DivergenceError, match="epoch 1"):
+    with np.errstate(invalid="ignore"), pytest.raises(sgd.DivergenceError, match="epoch 1"):
         run(0, np.float64, epochs=3, lr=np.inf)
 
 
 def test_predict_error_rate_and_confusion_matrix():
     x, _ = templates_data(6, 30)
     p = cnn.init_params(np.random.default_rng(0))
-    proba = training.predict_proba(p, x, batch_size=7)  # batches of 7, 7, 7, 7, 2
+    proba = inference.predict_proba(p, x, batch_size=7)  # batches of 7, 7, 7, 7, 2
     np.testing.assert_allclose(proba, cnn.forward(p, x)[0], rtol=1e-14)
-    pred = training.predict(p, x, batch_size=7)
+    pred = inference.predict(p, x, batch_size=7)
     np.testing.assert_array_equal(pred, proba.argmax(axis=1))
-    assert training.error_rate(np.array([1, 2, 3, 4]), np.array([1, 2, 0, 0])) == 0.5
-    cm = training.confusion_matrix(np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 2, 0]), 3)
+    assert inference.error_rate(np.array([1, 2, 3, 4]), np.array([1, 2, 0, 0])) == 0.5
+    cm = inference.confusion_matrix(np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 2, 0]), 3)
     np.testing.assert_array_equal(cm, [[1, 1, 0], [0, 1, 0], [1, 0, 2]])  # rows = true labels
 
 
 def test_progress_bar_only_when_enabled():
     quiet, loud = io.StringIO(), io.StringIO()
-    training.Progress(3, quiet).update(3, "x")  # a StringIO is not a terminal
-    training.Progress(3, loud, enabled=True).update(3, "done")
+    sgd.Progress(3, quiet).update(3, "x")  # a StringIO is not a terminal
+    sgd.Progress(3, loud, enabled=True).update(3, "done")
     assert quiet.getvalue() == ""
     assert "3/3 done" in loud.getvalue()
+
+
+def test_step_is_forward_backward_update_and_skips_a_non_finite_loss():
+    p = cnn.init_params(np.random.default_rng(0))
+    x, y = templates_data(7, 6)
+    laps = []
+    out = sgd.step(p, x, y, 0.5, laps.append)
+    loss, grads = cnn.loss_and_grads(p, x, y)
+    assert out.loss == loss and laps[-1] == "sgd" and "conv1_fwd" in laps
+    np.testing.assert_array_equal(out.yhat, cnn.forward(p, x)[0])
+    for name in cnn.PARAM_NAMES:
+        assert out.params[name].tobytes() == (p[name] - 0.5 * grads[name]).tobytes()
+    x[0, 0, 0] = np.nan
+    bad = sgd.step(p, x, y, 0.5)
+    assert np.isnan(bad.loss) and bad.params is p  # the caller stops before any update
+
+
+def test_shuffled_order_draws_one_permutation_per_epoch_in_sequence():
+    order = shuffled(np.random.default_rng(5), 7)
+    reference = np.random.default_rng(5)
+    for epoch in (1, 2, 3):
+        np.testing.assert_array_equal(order(epoch), reference.permutation(7))

@@ -4,7 +4,7 @@
 
 Prints the median seconds per epoch, images per second, the test error reached, the peak memory
 of training, and the time per operation (conv1 / pool / conv2 / fc, forward and backward). Where
-torch is importable, `pipeline.bench_torch` trains the same network from the same weights in the
+torch is importable, `pipeline.bench.torch_twin` trains the same network from the same weights in the
 same order, interleaved with the NumPy runs, and the ratio NumPy / torch is printed.
 
 BLAS runs on one thread (set by `import pipeline` before NumPy loads, unless the environment says
@@ -26,7 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import cnn, runtime, training
+from pipeline import runtime
+from pipeline.data.prepared import Split, read_prepared
+from pipeline.model import cnn, sgd
+from pipeline.model.inference import error_rate, predict
+from pipeline.model.plan import make_generators, shuffled
 
 # Stages reported by `cnn.forward` / `cnn.backward` through their `lap` hook, grouped per layer.
 GROUPS = {
@@ -44,57 +48,56 @@ GROUPS = {
 }
 
 
-def load(path: str, dtype: np.dtype) -> dict[str, np.ndarray]:
-    """MNIST arrays from an .npz with uint8 train/test images and labels; pixels / 255 in dtype."""
-    with np.load(path) as d:
-        raw = {k: d[k] for k in ("train_images", "train_labels", "test_images", "test_labels")}
-    scale = dtype.type(255)
-    return {
-        "x": raw["train_images"].astype(dtype) / scale,
-        "y": np.eye(10, dtype=dtype)[raw["train_labels"]],
-        "x_test": raw["test_images"].astype(dtype) / scale,
-        "labels_test": raw["test_labels"].astype(np.int64),
-    }
+def load(path: str, dtype: np.dtype) -> tuple[Split, Split]:
+    """All 60,000 training images (file order) and the test images, x/255 in `dtype`."""
+    prepared = read_prepared(path, fix="make one with `make repro` (or `dvc repro prepare`)")
+    return prepared.split("train", dtype), prepared.split("test", dtype)
 
 
-def run_numpy(
-    data: dict, seed: int, epochs: int, batch_size: int, lr: float
-) -> tuple[float, float]:
+Data = tuple[Split, Split]  # (training images, test images), from `load`
+
+
+def run_numpy(data: Data, seed: int, epochs: int, batch_size: int, lr: float) -> tuple[float, float]:
     """Train from `seed`; returns (seconds per epoch, test error)."""
-    init_rng, shuffle_rng = training.make_generators(seed)
-    params = cnn.init_params(init_rng, data["x"].dtype)
+    train, test = data
+    init_rng, shuffle_rng = make_generators(seed)
+    params = cnn.init_params(init_rng, train.x.dtype)
     start = time.perf_counter()
-    res = training.train(
-        params, data["x"], data["y"], epochs=epochs, batch_size=batch_size, lr=lr,
-        shuffle_rng=shuffle_rng, progress=False,
-    )  # fmt: skip
+    res = sgd.train(
+        params,
+        train.x,
+        train.y,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        order=shuffled(shuffle_rng, len(train)),
+        progress=False,
+    )
     seconds = (time.perf_counter() - start) / epochs
-    pred = training.predict(res.params, data["x_test"])
-    return seconds, training.error_rate(pred, data["labels_test"])
+    return seconds, error_rate(predict(res.params, test.x), test.labels)
 
 
-def run_torch(
-    data: dict, seed: int, epochs: int, batch_size: int, lr: float
-) -> tuple[float, float]:
+def run_torch(data: Data, seed: int, epochs: int, batch_size: int, lr: float) -> tuple[float, float]:
     """The same run in PyTorch (same init and order); returns (seconds per epoch, test error)."""
-    from pipeline import bench_torch
+    from pipeline.bench import torch_twin
 
-    init_rng, shuffle_rng = training.make_generators(seed)
-    params = cnn.init_params(init_rng, data["x"].dtype)
+    train, test = data
+    init_rng, shuffle_rng = make_generators(seed)
+    params = cnn.init_params(init_rng, train.x.dtype)
     seconds = 0.0
     for _ in range(epochs):
-        perm = shuffle_rng.permutation(data["x"].shape[0])
-        params, s = bench_torch.train_epoch(params, data["x"], data["y"], perm, batch_size, lr)
+        perm = shuffle_rng.permutation(len(train))
+        params, s = torch_twin.train_epoch(params, train.x, train.y, perm, batch_size, lr)
         seconds += s
-    pred = training.predict(params, data["x_test"])
-    return seconds / epochs, training.error_rate(pred, data["labels_test"])
+    return seconds / epochs, error_rate(predict(params, test.x), test.labels)
 
 
-def profile(data: dict, batches: int, batch_size: int, lr: float) -> tuple[dict[str, float], float]:
+def profile(data: Data, batches: int, batch_size: int, lr: float) -> tuple[dict[str, float], float]:
     """Per-stage milliseconds per batch over `batches` batches, and the tracemalloc peak (MiB)
     of those training steps (the dataset itself excluded)."""
-    params = cnn.init_params(np.random.default_rng(0), data["x"].dtype)
-    perm = np.random.default_rng(1).permutation(data["x"].shape[0])
+    train, _ = data
+    params = cnn.init_params(np.random.default_rng(0), train.x.dtype)
+    perm = np.random.default_rng(1).permutation(len(train))
     totals: dict[str, float] = {}
     clock = [0.0]
 
@@ -106,12 +109,9 @@ def profile(data: dict, batches: int, batch_size: int, lr: float) -> tuple[dict[
     tracemalloc.start()
     for i in range(batches):
         idx = perm[i * batch_size : (i + 1) * batch_size]
-        xb, yb = data["x"][idx], data["y"][idx]
+        xb, yb = train.x[idx], train.y[idx]
         clock[0] = time.perf_counter()
-        _, cache = cnn.forward(params, xb, lap)
-        _, grads = cnn.backward(params, cache, yb, lap)
-        params = cnn.sgd_update(params, grads, lr)
-        lap("sgd")
+        params = sgd.step(params, xb, yb, lr, lap).params
     peak = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
     ms = {
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "batch_size": args.batch_size, "lr": args.lr, "epochs": args.epochs,
         "repeats": args.repeats, "seed": args.seed,
     }  # fmt: skip
-    n_train = datasets[args.dtypes[0]]["x"].shape[0]
+    n_train = len(datasets[args.dtypes[0]][0])
     # Profile first, before torch is imported, so that the process's max RSS is NumPy's.
     for name, data in datasets.items():
         out[f"breakdown_ms_per_batch_{name}"], out[f"peak_traced_mib_{name}"] = profile(

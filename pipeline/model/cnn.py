@@ -51,7 +51,7 @@ PARAM_NAMES = tuple(SHAPES)
 N_PARAMS = 3898  # (25 + 1) * 6 + (25 * 6 + 1) * 12 + 10 * 192 + 10, section 1.1
 
 
-def _no_lap(_: str) -> None:
+def no_lap(_: str) -> None:
     pass
 
 
@@ -364,7 +364,7 @@ def to_internal(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(1, 2, 0), dtype=dtype).reshape(1, h, w, n)
 
 
-def forward(params: Params, x: np.ndarray, lap: Lap = _no_lap) -> tuple[np.ndarray, ForwardCache]:
+def forward(params: Params, x: np.ndarray, lap: Lap = no_lap) -> tuple[np.ndarray, ForwardCache]:
     """Forward pass, eqs. (4)-(12).
 
     Inputs: params (see module docstring); x (N, 28, 28) in [0, 1]; lap: optional profiling hook
@@ -388,7 +388,7 @@ def forward(params: Params, x: np.ndarray, lap: Lap = _no_lap) -> tuple[np.ndarr
 
 
 def backward(
-    params: Params, cache: ForwardCache, y: np.ndarray, lap: Lap = _no_lap
+    params: Params, cache: ForwardCache, y: np.ndarray, lap: Lap = no_lap
 ) -> tuple[float, Params]:
     """Loss and batch-mean gradients of every parameter, eqs. (13)-(64).
 

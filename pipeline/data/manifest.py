@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from pipeline.integrity import sha256_bytes
+from pipeline.files import sha256_bytes
 
 # The four files every IDX dataset has, in the order the stages use them.
 FILE_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
@@ -44,13 +44,13 @@ class Manifest:
 
 def available() -> list[str]:
     """Names of the datasets that have a manifest."""
-    root = resources.files("pipeline") / "manifests"
+    root = resources.files("pipeline.data") / "manifests"
     return sorted(p.name.removesuffix(".json") for p in root.iterdir() if p.name.endswith(".json"))
 
 
 def load_manifest(name: str) -> Manifest:
     """Load `pipeline/manifests/<name>.json`; unknown names list the known ones."""
-    path = resources.files("pipeline") / "manifests" / f"{name}.json"
+    path = resources.files("pipeline.data") / "manifests" / f"{name}.json"
     if not path.is_file():
         raise KeyError(f"no manifest for dataset {name!r}; known datasets: {available()}")
     text = path.read_text(encoding="utf-8")

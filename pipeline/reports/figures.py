@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from pipeline.integrity import atomic_path
+from pipeline.files import atomic_path
 
 _SAVE = {"dpi": 110, "metadata": {"Software": None}}  # no version stamp: stable bytes
 

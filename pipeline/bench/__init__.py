@@ -1,0 +1,1 @@
+"""The speed benchmark: `python -m pipeline.bench` (see `__main__`)."""

@@ -1,0 +1,1 @@
+"""Raw data: manifests, sources (mirrors, wheels, folders), IDX files, the prepared file."""

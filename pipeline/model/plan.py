@@ -1,0 +1,69 @@
+"""A run's plan: its initial parameters, what it trains and is evaluated on, and in which order.
+
+A pure function of the prepared data, the seed and the randomness mode (`train.rng`):
+- default: generators derived from the seed, `SeedSequence(seed).spawn(2)` (one for the
+  initialisation, eqs. (1)-(3), one for each epoch's shuffle); the fit split, or its first
+  `subset` images; the validation split evaluated after every epoch.
+- toolbox: DeepLearnToolbox's run under Octave after rand('state', seed), replayed
+  (`pipeline.model.toolbox`): its initial parameters and randperm order over all 60,000
+  training images in file order, each image transposed as the toolbox presents it; no
+  validation split (every image is trained on, as in the toolbox). The trained parameters are
+  converted back to the network for natural images (`Plan.to_saved`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.data.prepared import Prepared, Split
+from pipeline.model import cnn, toolbox
+from pipeline.model.sgd import Order
+
+
+@dataclass(frozen=True)
+class Plan:
+    params0: cnn.Params
+    fit: Split  # as the network sees it during training
+    val: Split | None
+    test: Split  # as the network sees it during training (per-epoch evaluation)
+    test_natural: Split  # natural images, for the saved weights (always natural)
+    order: Order
+    to_saved: Callable[[cnn.Params], cnn.Params]  # trained params -> saved (natural) params
+
+
+def make_generators(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """The (init, shuffle) generators of a run, from `SeedSequence(seed).spawn(2)`."""
+    init_seq, shuffle_seq = np.random.SeedSequence(seed).spawn(2)
+    return np.random.default_rng(init_seq), np.random.default_rng(shuffle_seq)
+
+
+def shuffled(rng: np.random.Generator, n: int) -> Order:
+    """An order drawing a fresh permutation of range(n) from `rng` for each epoch, in sequence."""
+    return lambda epoch: rng.permutation(n)
+
+
+def make_plan(
+    *, prepared: Prepared, seed: int, rng: str, dtype: np.dtype | str, subset: int | None
+) -> Plan:
+    """The plan of a run (module docstring). rng: "default" or "toolbox"."""
+    dtype = np.dtype(dtype)
+    test = prepared.split("test", dtype)
+    if rng == "toolbox":
+        full = prepared.split("train", dtype)
+        params0, order = toolbox.replay(seed, len(full), dtype)
+
+        def shown(s: Split) -> Split:
+            return Split(x=toolbox.present(s.x), labels=s.labels, y=s.y)
+
+        return Plan(params0, shown(full), None, shown(test), test, order, toolbox.to_natural)
+    if rng != "default":
+        raise ValueError(f"rng must be default or toolbox, got {rng!r}")
+    init_rng, order_rng = make_generators(seed)
+    fit = prepared.split("fit", dtype).head(subset)
+    val = prepared.split("val", dtype) if prepared.n_val else None
+    return Plan(
+        cnn.init_params(init_rng, dtype), fit, val, test, test, shuffled(order_rng, len(fit)), dict
+    )

@@ -1,0 +1,1 @@
+"""Reports from runs: figures, the sweep comparison, the reproduction report, the summary."""

@@ -1,0 +1,1 @@
+"""MLflow: the store, one run per training, a sweep's parent run, the pyfunc model."""

@@ -1,0 +1,45 @@
+"""Atomic writes leave nothing partial; the deterministic formats give the same bytes."""
+
+import numpy as np
+import pytest
+
+from pipeline.files import atomic_path, atomic_write_bytes, read_npz, save_npz, write_csv, write_json
+
+
+def test_atomic_write_replaces_only_on_success(tmp_path):
+    dest = tmp_path / "out.bin"
+    dest.write_bytes(b"good")
+    with pytest.raises(RuntimeError), atomic_path(dest) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("interrupted")
+    assert dest.read_bytes() == b"good"
+    assert list(tmp_path.iterdir()) == [dest]  # no temporary file left behind
+    atomic_write_bytes(dest, b"new")
+    assert dest.read_bytes() == b"new"
+
+
+def test_atomic_write_survives_keyboard_interrupt(tmp_path):
+    dest = tmp_path / "out.bin"
+    with pytest.raises(KeyboardInterrupt), atomic_path(dest) as tmp:
+        tmp.write_bytes(b"half")
+        raise KeyboardInterrupt
+    assert not dest.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_npz_bytes_depend_only_on_the_arrays(tmp_path):
+    arrays = {"b": np.arange(6.0).reshape(2, 3), "a": np.array([1, 2], np.uint8)}
+    save_npz(tmp_path / "x.npz", arrays)
+    save_npz(tmp_path / "y.npz", dict(reversed(list(arrays.items()))))  # other insertion order
+    assert (tmp_path / "x.npz").read_bytes() == (tmp_path / "y.npz").read_bytes()
+    back = read_npz(tmp_path / "x.npz", fix="rebuild it")
+    assert set(back) == {"a", "b"} and back["a"].dtype == np.uint8
+    np.testing.assert_array_equal(back["b"], arrays["b"])
+
+
+def test_json_and_csv_are_stable_text(tmp_path):
+    write_json(tmp_path / "m.json", {"z": 0.1, "a": 3})
+    assert (tmp_path / "m.json").read_text() == '{\n  "a": 3,\n  "z": 0.1\n}\n'
+    write_csv(tmp_path / "p.csv", ["step", "loss"], [(np.int64(1), np.float32(0.1)), (2, 1 / 3)])
+    # floats as repr of the float64 value: round-trips exactly
+    assert (tmp_path / "p.csv").read_text() == "step,loss\n1,0.10000000149011612\n2,0.3333333333333333\n"
