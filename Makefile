@@ -43,16 +43,18 @@ ui: setup
 params: setup
 	$(BIN)/python -m pipeline.config
 
-test: setup
+# Lint first (a second), then every test, in a random order (pytest-randomly).
+test: setup lint
 	$(BIN)/python -m pytest
 
+# One formatter for all the code: `ruff format` (no exceptions), and ruff's lint rules.
 lint: setup
-	$(BIN)/ruff check pipeline tests
-	$(BIN)/ruff format --check pipeline tests
+	$(BIN)/ruff format --check pipeline tests scripts
+	$(BIN)/ruff check pipeline tests scripts
 
 format: setup
-	$(BIN)/ruff format pipeline tests
-	$(BIN)/ruff check --fix pipeline tests
+	$(BIN)/ruff format pipeline tests scripts
+	$(BIN)/ruff check --fix pipeline tests scripts
 
 # Re-pin: a throwaway venv with pyproject's ranges, frozen into requirements.lock.
 lock:

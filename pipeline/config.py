@@ -11,6 +11,7 @@ the defaults list breaks DVC's own composition of `conf/`.
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,7 +153,9 @@ def validate(cfg: DictConfig | dict[str, Any]) -> Config:
         key = getattr(exc, "full_key", None) or "config"
         msg = str(exc).splitlines()[0]
         if "missing mandatory value" in msg.lower():
-            msg = "missing; conf/ must give every key a value (`make params` recomposes params.yaml)"
+            msg = (
+                "missing; conf/ must give every key a value (`make params` recomposes params.yaml)"
+            )
         raise ConfigError(f"{key}: {msg}") from None
 
 
@@ -166,6 +169,13 @@ def load_params(path: Path = PARAMS_FILE) -> tuple[Config, dict[str, Any]]:
     with open(path, encoding="utf-8") as fh:
         tree = yaml.safe_load(fh) or {}
     return validate(tree), tree
+
+
+def stage_params(argv: list[str] | None, description: str) -> Path:
+    """A stage's command line, `[--params params.yaml]`: the params file it runs on."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--params", type=Path, default=PARAMS_FILE, help="default: params.yaml")
+    return parser.parse_args(argv).params
 
 
 def compose(overrides: list[str] | None = None, config_dir: Path = Path("conf")) -> str:
@@ -182,8 +192,6 @@ def compose(overrides: list[str] | None = None, config_dir: Path = Path("conf"))
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m pipeline.config [overrides...]`: rewrite params.yaml from conf/."""
-    import argparse
-
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data=fashion_mnist")
     parser.add_argument("--check", action="store_true", help="only report drift; exit 1 if any")

@@ -9,12 +9,11 @@ the same weights through the same `pipeline.model.inference.assess`.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from pipeline import paths
-from pipeline.config import ConfigError, load_params
+from pipeline.config import ConfigError, load_params, stage_params
 from pipeline.data.prepared import read_prepared
 from pipeline.files import DataError, write_csv, write_json
 from pipeline.model.inference import assess
@@ -22,12 +21,10 @@ from pipeline.model.weights import load_weights
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    args = parser.parse_args(argv)
+    params_file = stage_params(argv, __doc__.split("\n")[0])
     outputs = paths.Outputs()
     try:
-        cfg, _ = load_params(args.params)
+        cfg, _ = load_params(params_file)
         test_split = read_prepared(Path(cfg.data.prepared)).split("test", cfg.train.dtype)
         params = load_weights(outputs.weights)
     except (ConfigError, DataError) as exc:

@@ -8,21 +8,18 @@ and verification are described there). Writes `data.raw_dir`: the four files and
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from pipeline.config import ConfigError, load_params
+from pipeline.config import ConfigError, load_params, stage_params
 from pipeline.data.fetching import FetchError, fetch
 from pipeline.data.manifest import load_manifest
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    args = parser.parse_args(argv)
+    params_file = stage_params(argv, __doc__.split("\n")[0])
     try:
-        cfg, _ = load_params(args.params)
+        cfg, _ = load_params(params_file)
         fetch(
             load_manifest(cfg.data.name),
             Path(cfg.data.raw_dir),

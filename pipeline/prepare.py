@@ -8,22 +8,19 @@ Reads the `data` params and the four files in `data.raw_dir`, calls
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from pipeline.config import ConfigError, load_params
+from pipeline.config import ConfigError, load_params, stage_params
 from pipeline.data.manifest import load_manifest
 from pipeline.data.prepared import prepare_arrays
 from pipeline.files import DataError, save_npz
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    args = parser.parse_args(argv)
+    params_file = stage_params(argv, __doc__.split("\n")[0])
     try:
-        cfg, _ = load_params(args.params)
+        cfg, _ = load_params(params_file)
         raw = Path(cfg.data.raw_dir)
         files = {s.key: (raw / s.name).read_bytes() for s in load_manifest(cfg.data.name).files}
         arrays = prepare_arrays(files, val_size=cfg.data.val_size, split_seed=cfg.data.split_seed)

@@ -37,7 +37,7 @@ LOCAL_PARALLEL = ("JoblibLauncher", "submitit_launcher.LocalLauncher")  # severa
 
 
 def job_context(
-    env: runtime.Environment, task_overrides: list[str], job_num: int
+    env: runtime.Environment, task_overrides: list[str], job_num: int | None
 ) -> tuple[str | None, dict[str, str]]:
     """In a sweep job: (parent run id, tags for the child run); outside a sweep: (None, {})."""
     if not env.sweep_parent:

@@ -262,7 +262,9 @@ def hydra_entry() -> None:
         config = validate(cfg)
         tree = OmegaConf.to_container(cfg, resolve=True)
         hc = HydraConfig.get()
-        parent, tags = job_context(runtime.environment(), list(hc.overrides.task), hc.job.num)
+        env = runtime.environment()
+        job = hc.job.num if env.sweep_parent else None  # hydra.job.num: only set in a multirun
+        parent, tags = job_context(env, list(hc.overrides.task), job)
         result = _run(
             config,
             tree,

@@ -1,8 +1,10 @@
-"""A throwaway copy of the project, with a tiny synthetic dataset, for end-to-end tests.
+"""Throwaway copies of the project, with a tiny synthetic dataset, for end-to-end tests.
 
-The copy is a real git + DVC repository; its conf/ defaults point at a 'tiny' dataset (a
-manifest written for the synthetic files) and a 'tiny' training setting, so `dvc repro`,
-`dvc exp run` and Hydra run the real stages in seconds.
+`make` builds a real git + DVC repository from this one: its conf/ defaults point at a 'tiny'
+dataset (a manifest written for synthetic files) and a 'tiny' training setting, so `dvc repro`,
+`dvc exp run` and Hydra run the real stages in seconds, logging to a real MLflow SQLite store
+next to the repository. `Project.copy` gives an independent copy (repository, store and
+artifacts) so that each test starts from the same state and none sees another's changes.
 """
 
 from __future__ import annotations
@@ -10,15 +12,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import synthetic
-from conftest import REPO
+from mlflow.tracking import MlflowClient
 
 from pipeline.files import sha256_bytes
 
+REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 COPY = [
     "pipeline",
@@ -29,14 +35,25 @@ COPY = [
     ".dvc/plots",
     ".gitignore",
 ]
+N_TRAIN, N_TEST = 60, 20
+VAL_SIZE = N_TRAIN // 4
+BATCH = 10
 
 
 def env(uri: str, **extra: str) -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DVC_"))}
-    e |= {"PATH": f"{BIN}:{e['PATH']}", "MLFLOW_TRACKING_URI": uri,
-          "MLFLOW_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1",
-          "OPENBLAS_NUM_THREADS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-          "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+    """The environment of the tools run on a project: this venv first on PATH, its store."""
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DVC_", "PIPELINE_"))}
+    e |= {
+        "PATH": f"{BIN}:{e['PATH']}",
+        "MLFLOW_TRACKING_URI": uri,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DVC_NO_ANALYTICS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
     return e | extra
 
 
@@ -47,9 +64,72 @@ def run(cmd: list[str], cwd: Path, e: dict[str, str], check: bool = True, timeou
     return done
 
 
-def make(root: Path, uri: str, *, n_train: int = 60, n_test: int = 20, epochs: int = 2) -> Path:
-    """Create the project copy in `root`, committed, and return it."""
-    root.mkdir(parents=True, exist_ok=True)
+@dataclass
+class Project:
+    """A tiny project: the repository `root` and its MLflow store `base/mlflow.db`."""
+
+    base: Path  # holds repo/, mlflow.db and the synthetic source files
+
+    @property
+    def root(self) -> Path:
+        return self.base / "repo"
+
+    @property
+    def uri(self) -> str:
+        return f"sqlite:///{self.base}/mlflow.db"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return env(self.uri)
+
+    @cached_property
+    def client(self) -> MlflowClient:
+        return MlflowClient(self.uri)
+
+    def run(self, *cmd: str, check: bool = True, timeout: float = 300, **extra_env: str):
+        """Run a command in the repository; `python` means this interpreter."""
+        argv = [sys.executable if cmd[0] == "python" else cmd[0], *cmd[1:]]
+        return run(argv, self.root, self.env | extra_env, check=check, timeout=timeout)
+
+    def runs(self, **params: str) -> list:
+        """Runs of the experiment, oldest first, whose params equal `params`."""
+        exp = self.client.get_experiment_by_name("zhang-cnn")
+        if exp is None:
+            return []
+        found = self.client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+        return [r for r in found if all(r.data.params.get(k) == v for k, v in params.items())]
+
+    def copy(self, dest: Path) -> Project:
+        """An independent copy in `dest`: repository, store, artifacts, and the source files.
+
+        The store's absolute paths (artifact locations) are rewritten to the copy's, so runs
+        logged or read through the copy never touch the original.
+        """
+        shutil.copytree(self.base, dest, symlinks=True)
+        _rewrite_paths(dest / "mlflow.db", str(self.base), str(dest))
+        return Project(dest)
+
+
+def _rewrite_paths(db: Path, old: str, new: str) -> None:
+    """Replace `old` by `new` in every text column of an SQLite database (MLflow's store)."""
+    if not db.exists():
+        return
+    with sqlite3.connect(db) as con:
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for table in tables:
+            for _, column, kind, *_ in con.execute(f'PRAGMA table_info("{table}")'):
+                if kind.upper().startswith(("VARCHAR", "TEXT")):
+                    con.execute(
+                        f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?) '
+                        f'WHERE "{column}" LIKE ?',
+                        (old, new, f"%{old}%"),
+                    )
+
+
+def make(base: Path, *, epochs: int = 2) -> Project:
+    """Create a tiny project in `base` (repo/ committed, no store yet) and return it."""
+    root = base / "repo"
+    root.mkdir(parents=True)
     for rel in COPY:
         src, dst = REPO / rel, root / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -58,26 +138,32 @@ def make(root: Path, uri: str, *, n_train: int = 60, n_test: int = 20, epochs: i
         else:
             shutil.copy2(src, dst)
     # Learnable synthetic digits: each class a bright bar at its own row band, plus noise.
-    arrs = synthetic.arrays(n_train=n_train, n_test=n_test, seed=1)
+    arrs = synthetic.arrays(n_train=N_TRAIN, n_test=N_TEST, seed=1)
     for split in ("train", "test"):
         labels, images = arrs[f"{split}_labels"], arrs[f"{split}_images"] // 4
         for i, label in enumerate(labels):
             images[i, 2 + 2 * label : 5 + 2 * label, 4:24] = 255
         arrs[f"{split}_images"] = images
     files = synthetic.idx_files(arrs)
-    src = synthetic.write_dir(root.parent / f"{root.name}-src", files, gzipped=True)
+    src = synthetic.write_dir(base / "src", files, gzipped=True)
     manifest = {
-        "name": "tiny", "title": "synthetic", "license": "CC0", "mirrors": [], "fallbacks": [],
-        "files": {k: {"name": synthetic.NAMES[k], "size": len(v), "sha256": sha256_bytes(v)}
-                  for k, v in files.items()},
-    }  # fmt: skip
-    (root / "pipeline/manifests/tiny.json").write_text(json.dumps(manifest, indent=1))
+        "name": "tiny",
+        "title": "synthetic",
+        "license": "CC0",
+        "mirrors": [],
+        "fallbacks": [],
+        "files": {
+            k: {"name": synthetic.NAMES[k], "size": len(v), "sha256": sha256_bytes(v)}
+            for k, v in files.items()
+        },
+    }
+    (root / "pipeline/data/manifests/tiny.json").write_text(json.dumps(manifest, indent=1))
     (root / "conf/data/tiny.yaml").write_text(
-        f"name: tiny\nraw_dir: data/raw/tiny\nprepared: data/prepared/tiny.npz\n"
-        f"val_size: {n_train // 4}\nsplit_seed: 0\nsubset: null\n"
+        "name: tiny\nraw_dir: data/raw/tiny\nprepared: data/prepared/tiny.npz\n"
+        f"val_size: {VAL_SIZE}\nsplit_seed: 0\nsubset: null\n"
     )
     (root / "conf/train/tiny.yaml").write_text(
-        f"lr: 1.0\nbatch_size: 10\nepochs: {epochs}\ndtype: float64\nrng: default\n"
+        f"lr: 1.0\nbatch_size: {BATCH}\nepochs: {epochs}\ndtype: float64\nrng: default\n"
         "test_each_epoch: false\n"
     )
     cfg = (root / "conf/config.yaml").read_text()
@@ -85,11 +171,17 @@ def make(root: Path, uri: str, *, n_train: int = 60, n_test: int = 20, epochs: i
         "- train: reference", "- train: tiny"
     )
     cfg = cfg.replace("network: true", "network: false")
-    cfg = cfg.replace("local_dir: null", f"local_dir: {src}")
+    cfg = cfg.replace("local_dir: null", f"local_dir: ../{src.name}")  # relative: copies work
     (root / "conf/config.yaml").write_text(cfg)
-    e = env(uri)
-    run([sys.executable, "-m", "pipeline.config"], root, e)  # params.yaml from the new conf/
-    run(["git", "init", "-q", "-b", "main"], root, e)
-    run(["git", "add", "-A"], root, e)
-    run(["git", "commit", "-q", "-m", "tiny project"], root, e)
-    return root
+    project = Project(base)
+    project.run("python", "-m", "pipeline.config")  # params.yaml from the new conf/
+    project.run("git", "init", "-q", "-b", "main")
+    project.run("git", "add", "-A")
+    project.run("git", "commit", "-q", "-m", "tiny project")
+    return project
+
+
+def commit(project: Project, message: str) -> None:
+    """Commit whatever the stages changed (dvc.lock, metrics, plots, params.yaml)."""
+    project.run("git", "add", "-A")
+    project.run("git", "commit", "-q", "--allow-empty", "-m", message)

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.idx import format_idx
-from pipeline.files import sha256_bytes
 from pipeline.data.manifest import FILE_KEYS, FileSpec, Manifest
+from pipeline.files import sha256_bytes
 
 NAMES = {
     "train_images": "train-images-idx3-ubyte",

@@ -1,8 +1,12 @@
-"""One schema for conf/ and params.yaml: drift is caught, bad values name their key."""
+"""One schema for conf/ and params.yaml: drift is caught, bad and missing values name their key,
+and every config group option and experiment composes and validates."""
 
 import pytest
 import yaml
-from conftest import REPO
+from configs import tree
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from project import REPO
 
 from pipeline.config import ConfigError, compose, load_params, validate
 
@@ -12,46 +16,83 @@ def test_params_yaml_is_the_composition_of_conf():
     assert compose(config_dir=REPO / "conf") == committed, "run `make params`"
 
 
-@pytest.mark.parametrize("group", ["data", "model", "train", "tracking"])
-def test_every_group_option_composes_and_validates(group):
-    options = sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml"))
-    assert options
-    for option in options:
-        text = compose([f"{group}={option}"], config_dir=REPO / "conf")
-        validate(yaml.safe_load(text))
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        f"{group}={option}"
+        for group in ("data", "model", "train", "tracking")
+        for option in options(group)
+    ],
+)
+def test_every_group_option_composes_and_validates(override):
+    validate(tree(override))
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_every_experiment_composes_with_its_sweep_and_launcher(experiment):
+    # What `python -m pipeline.train -m +experiment=NAME` composes, Hydra's own node included.
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = hydra_compose("config", [f"+experiment={experiment}"], return_hydra_config=True)
+    config = validate(cfg)
+    assert config.tracking.sweep == experiment  # its report lands in experiments/<name>/
+    for key, sweep in (cfg.hydra.sweeper.params or {}).items():  # every swept key is known
+        first = yaml.safe_load(str(sweep).split(",")[0])  # "0.1,0.3" -> 0.1
+        validate(tree(**{key: first}))
 
 
 def test_small_subset_keeps_mnist_files():
-    cfg = validate(yaml.safe_load(compose(["data=mnist_small"], config_dir=REPO / "conf")))
+    cfg = validate(tree("data=mnist_small"))
     assert (cfg.data.name, cfg.data.subset) == ("mnist", 5000)
 
 
 @pytest.mark.parametrize(
-    ("override", "key"),
+    ("key", "value"),
     [
-        ({"data": {"val_size": "many"}}, "data.val_size"),
-        ({"data": {"val_size": 60000}}, "data.val_size"),
-        ({"data": {"name": "cifar10"}}, "data.name"),
-        ({"data": {"shuffle": True}}, "data.shuffle"),
-        ({"fetch": {"timeout_s": 0}}, "fetch.timeout_s"),
-        ({"fetch": {"network": "sometimes"}}, "fetch.network"),
-        ({"sed": 1}, "sed"),
-        ({"seed": -3}, "seed"),
-        ({"train": {"lr": 0}}, "train.lr"),
-        ({"train": {"lr": "abc"}}, "train.lr"),
-        ({"train": {"batch_size": 0}}, "train.batch_size"),
-        ({"train": {"epochs": 0}}, "train.epochs"),
-        ({"train": {"dtype": "float16"}}, "train.dtype"),
-        ({"train": {"momentum": 0.9}}, "train.momentum"),
-        ({"model": {"name": "lenet"}}, "model.name"),
-        ({"data": {"subset": 0}}, "data.subset"),
+        ("data.val_size", "many"),
+        ("data.val_size", 60000),
+        ("data.name", "cifar10"),
+        ("data.shuffle", True),
+        ("fetch.timeout_s", 0),
+        ("fetch.network", "sometimes"),
+        ("sed", 1),
+        ("seed", -3),
+        ("train.lr", 0),
+        ("train.lr", "abc"),
+        ("train.batch_size", 0),
+        ("train.epochs", 0),
+        ("train.dtype", "float16"),
+        ("train.momentum", 0.9),
+        ("model.name", "lenet"),
+        ("data.subset", 0),
     ],
 )
-def test_bad_values_fail_naming_the_key(override, key):
+def test_bad_values_fail_naming_the_key(key, value):
     with pytest.raises(ConfigError, match=f"^{key}: "):
-        validate(override)
+        validate(tree(**{key: value}))
+
+
+@pytest.mark.parametrize("key", ["train.epochs", "data.val_size", "tracking.uri", "seed", "fetch"])
+def test_a_missing_key_is_an_error_naming_it_not_a_default(key):
+    cfg = tree()
+    *parents, last = key.split(".")
+    node = cfg
+    for p in parents:
+        node = node[p]
+    del node[last]
+    with pytest.raises(ConfigError, match=f"^{key}: missing; conf/ must give every key a value"):
+        validate(cfg)
 
 
 def test_missing_params_file_says_how_to_make_it(tmp_path):
     with pytest.raises(ConfigError, match="make params"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_load_params_returns_the_typed_config_and_the_raw_tree(tmp_path):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tree(**{"train.lr": 0.5})))
+    cfg, raw = load_params(tmp_path / "params.yaml")
+    assert cfg.train.lr == 0.5 and raw["train"]["lr"] == 0.5 and raw["data"]["name"] == "mnist"

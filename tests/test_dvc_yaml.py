@@ -9,18 +9,29 @@ import re
 
 import pytest
 import yaml
-from conftest import REPO
+from project import REPO
+
+
+def module_file(name: str):
+    """The file of module `name` (a .py, or a package's __init__.py), or None if not ours."""
+    path = REPO / (name.replace(".", "/") + ".py")
+    if path.exists():
+        return path
+    init = REPO / name.replace(".", "/") / "__init__.py"
+    return init if init.exists() else None
 
 
 def pipeline_imports(module: str, seen: set[str] | None = None) -> set[str]:
-    """Transitive closure of `pipeline.*` modules imported by `module` (static, via ast)."""
+    """Transitive closure of `pipeline.*` modules imported by `module` (static, via ast),
+    with every package whose __init__ an import runs."""
     seen = set() if seen is None else seen
-    if module in seen:
+    path = module_file(module)
+    if module in seen or path is None:
         return seen
     seen.add(module)
-    path = REPO / (module.replace(".", "/") + ".py")
-    if not path.exists():
-        path = REPO / module.replace(".", "/") / "__init__.py"
+    parts = module.split(".")
+    for i in range(1, len(parts)):  # importing a.b.c runs a/__init__ and a/b/__init__
+        pipeline_imports(".".join(parts[:i]), seen)
     for node in ast.walk(ast.parse(path.read_text())):
         names = []
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pipeline"):
@@ -28,15 +39,8 @@ def pipeline_imports(module: str, seen: set[str] | None = None) -> set[str]:
         elif isinstance(node, ast.Import):
             names = [a.name for a in node.names if a.name.startswith("pipeline")]
         for name in names:
-            p = REPO / (name.replace(".", "/") + ".py")
-            if p.exists() or (REPO / name.replace(".", "/") / "__init__.py").exists():
-                pipeline_imports(name, seen)
-    seen.add("pipeline")  # importing any submodule runs the package's __init__
+            pipeline_imports(name, seen)
     return seen
-
-
-def _file(module: str) -> str:
-    return "pipeline/__init__.py" if module == "pipeline" else module.replace(".", "/") + ".py"
 
 
 STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
@@ -46,6 +50,12 @@ STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 def test_stage_lists_every_imported_module(stage):
     spec = STAGES[stage]
     module = re.search(r"python -m (\S+)", spec["cmd"]).group(1)
-    needed = {_file(m) for m in pipeline_imports(module)}
+    needed = {str(module_file(m).relative_to(REPO)) for m in pipeline_imports(module)}
     missing = needed - set(spec.get("deps", []))
     assert not missing, f"stage {stage}: add to deps: {sorted(missing)}"
+
+
+def test_closure_follows_packages_and_imports():
+    closure = pipeline_imports("pipeline.evaluate")
+    assert {"pipeline", "pipeline.model", "pipeline.model.cnn", "pipeline.files"} <= closure
+    assert "pipeline.tracking" not in closure  # evaluate logs nothing to MLflow

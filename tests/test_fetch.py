@@ -16,10 +16,9 @@ import pytest
 import synthetic
 
 from pipeline.data.fetching import PROVENANCE, FetchError, fetch
-from pipeline.files import DataError
 from pipeline.data.mnist_pickle import load_arrays
 from pipeline.data.sources import gunzip
-
+from pipeline.files import DataError
 
 
 def options(*, network: bool, timeout_s: float = 10.0, **kw) -> dict:

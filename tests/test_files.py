@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from pipeline.files import atomic_path, atomic_write_bytes, read_npz, save_npz, write_csv, write_json
+from pipeline.files import (
+    atomic_path,
+    atomic_write_bytes,
+    read_npz,
+    save_npz,
+    write_csv,
+    write_json,
+)
 
 
 def test_atomic_write_replaces_only_on_success(tmp_path):
@@ -42,4 +49,6 @@ def test_json_and_csv_are_stable_text(tmp_path):
     assert (tmp_path / "m.json").read_text() == '{\n  "a": 3,\n  "z": 0.1\n}\n'
     write_csv(tmp_path / "p.csv", ["step", "loss"], [(np.int64(1), np.float32(0.1)), (2, 1 / 3)])
     # floats as repr of the float64 value: round-trips exactly
-    assert (tmp_path / "p.csv").read_text() == "step,loss\n1,0.10000000149011612\n2,0.3333333333333333\n"
+    assert (
+        tmp_path / "p.csv"
+    ).read_text() == "step,loss\n1,0.10000000149011612\n2,0.3333333333333333\n"

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from browser import chromium, needs_chromium
+from project import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / ".dvc" / "plots" / "offline.html"
 DVC = Path(sys.executable).parent / "dvc"
-CHROMIUM = Path("/usr/bin/chromium")
 # The versions dvc-render's VegaRenderer.SCRIPTS loads from the CDN.
 LIBS = {"vega": "5.20.2", "vega-lite": "5.2.0", "vega-embed": "6.18.2"}
 ENV = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_TERMINAL_PROMPT": "0"}
@@ -101,6 +101,7 @@ def test_repo_uses_the_intact_offline_template() -> None:
     assert html.count("University of Washington Interactive Data Lab") >= len(LIBS)
 
 
+@pytest.mark.e2e
 def test_plots_show_page_is_self_contained(plots_page: Path) -> None:
     html = plots_page.read_text(encoding="utf-8")
     assert '<script src="http' not in html
@@ -113,32 +114,19 @@ def test_plots_show_page_is_self_contained(plots_page: Path) -> None:
         assert f'"{version}"' in html  # the library's own version constant
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not installed")
+@pytest.mark.e2e
+@needs_chromium
 def test_plots_page_renders_offline_in_chromium(plots_page: Path, tmp_path: Path) -> None:
-    def chromium(profile: str, *args: str) -> subprocess.CompletedProcess:
-        cmd = [
-            str(CHROMIUM),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / profile}",
-            "--window-size=1000,800",
-            "--virtual-time-budget=5000",
-            *args,
-            plots_page.as_uri(),
-        ]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
-
+    url = plots_page.as_uri()
     # vega-embed replaces each plot's <script> by a <canvas class="marks"> once drawn.
-    dom = chromium("profile-dom", "--dump-dom").stdout
+    dom = chromium(url, tmp_path / "profile-dom", "--dump-dom", size="1000,800", budget_ms=5000)
+    dom = dom.stdout
     assert len(re.findall(r'<canvas[^>]*class="marks"', dom)) == 2, dom[-2000:]
 
     shot = tmp_path / "plots.png"
-    proc = chromium("profile-shot", f"--screenshot={shot}")
+    proc = chromium(
+        url, tmp_path / "profile-shot", f"--screenshot={shot}", size="1000,800", budget_ms=5000
+    )
     assert shot.is_file(), proc.stderr[-2000:]
     from PIL import Image
 

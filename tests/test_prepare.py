@@ -45,7 +45,11 @@ def test_prepared_file_is_byte_identical_and_loads_exactly(tmp_path):
     np.testing.assert_array_equal(split["fit"].y.argmax(1), arrs["train_labels"][fit])
     assert split["fit"].x.dtype == np.float64 and split["fit"].x.max() <= 1.0
     assert data.split("test", "float32").x.dtype == np.float32
-    assert data.n_val == 4 and len(split["fit"].head(3)) == 3 and split["fit"].head(None) is split["fit"]
+    assert (
+        data.n_val == 4
+        and len(split["fit"].head(3)) == 3
+        and split["fit"].head(None) is split["fit"]
+    )
 
 
 def test_counts_that_disagree_are_refused():
@@ -65,5 +69,7 @@ def test_missing_or_incomplete_prepared_file_says_how_to_make_it(tmp_path):
     with pytest.raises(DataError, match="not found: prepare it with `dvc repro prepare`"):
         read_prepared(tmp_path / "nope.npz")
     save_npz(tmp_path / "partial.npz", {"train_images": np.zeros((2, 28, 28), np.uint8)})
-    with pytest.raises(DataError, match="partial.npz: unreadable or incomplete.*dvc repro prepare"):
+    with pytest.raises(
+        DataError, match=r"partial\.npz: unreadable or incomplete.*dvc repro prepare"
+    ):
         read_prepared(tmp_path / "partial.npz")

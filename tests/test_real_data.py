@@ -4,11 +4,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO
+from project import REPO
 
 from pipeline.data.fetching import fetch
-from pipeline.files import sha256_file
 from pipeline.data.manifest import load_manifest
+from pipeline.data.prepared import read_prepared
+from pipeline.files import sha256_file
 
 pytestmark = pytest.mark.real_data
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -26,15 +27,11 @@ def test_prepared_mnist_has_the_documented_layout():
     path = REPO / "data" / "prepared" / "mnist.npz"
     if not path.is_file():
         pytest.skip(f"{path} absent: run `dvc repro prepare` (make repro) first")
-    from pipeline.dataset import load_prepared
-
-    data = load_prepared(path, np.float32)
-    assert len(data.fit) + len(data.val) == 60_000 and len(data.test) == 10_000
-    assert (
-        data.test.x.shape == (10_000, 28, 28)
-        and 0.0 <= data.test.x.min() <= data.test.x.max() <= 1.0
-    )
-    assert np.bincount(data.test.labels).tolist()[:2] == [980, 1135]  # MNIST's test class counts
+    data = read_prepared(path)
+    fit, val, test = (data.split(part, np.float32) for part in ("fit", "val", "test"))
+    assert len(fit) + len(val) == 60_000 and len(test) == 10_000
+    assert test.x.shape == (10_000, 28, 28) and 0.0 <= test.x.min() <= test.x.max() <= 1.0
+    assert np.bincount(test.labels).tolist()[:2] == [980, 1135]  # MNIST's test class counts
 
 
 def test_fashion_mnist_offline_from_debian(tmp_path):

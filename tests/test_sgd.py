@@ -82,11 +82,17 @@ def test_order_hook_callbacks_and_metrics():
     orders = {1: np.arange(20), 2: np.arange(20)[::-1]}
     batches, epochs = [], []
     res = sgd.train(
-        cnn.init_params(np.random.default_rng(0)), x, y, epochs=2, batch_size=8, lr=1.0,
-        order=orders.__getitem__, evals={"val": (x[:5], y[:5])},
+        cnn.init_params(np.random.default_rng(0)),
+        x,
+        y,
+        epochs=2,
+        batch_size=8,
+        lr=1.0,
+        order=orders.__getitem__,
+        evals={"val": (x[:5], y[:5])},
         on_batch=lambda step, loss: batches.append((step, loss)),
         on_epoch=lambda epoch, m: epochs.append((epoch, m)),
-    )  # fmt: skip
+    )
     assert [s for s, _ in batches] == [1, 2, 3, 4, 5, 6]
     assert [loss for _, loss in batches] == res.batch_losses.tolist()
     assert [e for e, _ in epochs] == [1, 2]

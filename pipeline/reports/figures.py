@@ -68,10 +68,22 @@ def confusion(path: Path, matrix: np.ndarray, *, title: str = "test confusion ma
     im = ax.imshow(matrix, cmap="Blues")
     for (i, j), count in np.ndenumerate(matrix):
         dark = count > matrix.max() / 2
-        ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
-                color="white" if dark else "black")  # fmt: skip
-    ax.set(xlabel="predicted", ylabel="true", title=title,
-           xticks=range(matrix.shape[1]), yticks=range(matrix.shape[0]))  # fmt: skip
+        ax.text(
+            j,
+            i,
+            str(count),
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="white" if dark else "black",
+        )
+    ax.set(
+        xlabel="predicted",
+        ylabel="true",
+        title=title,
+        xticks=range(matrix.shape[1]),
+        yticks=range(matrix.shape[0]),
+    )
     fig.colorbar(im, ax=ax, fraction=0.046)
     return save(fig, path)
 
@@ -82,8 +94,9 @@ def kernels(path: Path, k: np.ndarray, *, title: str) -> Path:
     Shown as stored: k as it enters the paper's true convolution (eqs. 5 and 8).
     """
     n_in, n_out = k.shape[:2]
-    fig, axes = plt.subplots(n_in, n_out, figsize=(0.8 * n_out + 0.6, 0.8 * n_in + 0.6),
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        n_in, n_out, figsize=(0.8 * n_out + 0.6, 0.8 * n_in + 0.6), squeeze=False
+    )
     lim = float(np.abs(k).max()) or 1.0
     for (i, j), ax in np.ndenumerate(axes):
         ax.imshow(k[i, j], cmap="RdBu_r", vmin=-lim, vmax=lim)

@@ -80,14 +80,20 @@ def collect(client: MlflowClient, experiment: str) -> tuple[dict, dict | None, d
             p = r.data.params
             schedule = {"batch_size": int(p["train.batch_size"]), "lr": float(p["train.lr"])}
         loss = history(client, r, "batch_loss")
-        runs[mode][seed] = {"test": history(client, r, "test_error"), "rl": smooth(loss),
-                            "run": r.info.run_id}  # fmt: skip
+        runs[mode][seed] = {
+            "test": history(client, r, "test_error"),
+            "rl": smooth(loss),
+            "run": r.info.run_id,
+        }
     long = None
     try:
         _, (run, *_) = find_sweep(client, experiment, "toolbox_100")
         if run.info.status == "FINISHED":
-            long = {"test": history(client, run, "test_error"), "run": run.info.run_id,
-                    "rl": smooth(history(client, run, "batch_loss"))}  # fmt: skip
+            long = {
+                "test": history(client, run, "test_error"),
+                "run": run.info.run_id,
+                "rl": smooth(history(client, run, "batch_loss")),
+            }
     except CompareError:
         pass
     return runs, long, schedule
@@ -122,27 +128,41 @@ def write_report(runs: dict, long: dict | None, out: Path, outputs: list | None 
         for epoch in (1, 3):
             vals = [r["test"][epoch - 1] for r in runs[mode].values() if len(r["test"]) >= epoch]
             s = summarize(vals)
-            lines.append(f"- {mode}, epoch {epoch}: {pct(s.mean)} ± {pct(s.ci95)}% "
-                         f"(range {pct(min(vals))}-{pct(max(vals))}%, n={s.n})")  # fmt: skip
-    lines += ["", "![test error per epoch](test_error.png)", "",
-              "## The early plateau", "",
-              "![smoothed loss over the first epoch](plateau.png)", ""]  # fmt: skip
+            lines.append(
+                f"- {mode}, epoch {epoch}: {pct(s.mean)} ± {pct(s.ci95)}% "
+                f"(range {pct(min(vals))}-{pct(max(vals))}%, n={s.n})"
+            )
+    lines += [
+        "",
+        "![test error per epoch](test_error.png)",
+        "",
+        "## The early plateau",
+        "",
+        "![smoothed loss over the first epoch](plateau.png)",
+        "",
+    ]
     if outputs:
-        lines += ["Toolbox replay, seed 0, first batches (computed by the report, not logged): "
-                  "the network's outputs on each batch before its update.", "",
-                  "| batch | mean output | mean largest output | batch loss |",
-                  "|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "Toolbox replay, seed 0, first batches (computed by the report, not logged): "
+            "the network's outputs on each batch before its update.",
+            "",
+            "| batch | mean output | mean largest output | batch loss |",
+            "|---|---|---|---|",
+        ]
         lines += [f"| {s} | {m:.3f} | {mx:.3f} | {loss:.3f} |" for s, m, mx, loss in outputs]
         lines.append("")
     if long is not None:
         t = long["test"]
         best = int(np.argmin(t))
         lines += [
-            "## 100 epochs (toolbox replay, seed 0)", "",
+            "## 100 epochs (toolbox replay, seed 0)",
+            "",
             f"Test error after epoch 1: {pct(t[0])}%, 10: {pct(t[9])}%, 50: {pct(t[49])}%, "
-            f"100: {pct(t[-1])}%; lowest {pct(t[best])}% after epoch {best + 1}.", "",
-            "![test error over 100 epochs](long.png)", "",
-        ]  # fmt: skip
+            f"100: {pct(t[-1])}%; lowest {pct(t[best])}% after epoch {best + 1}.",
+            "",
+            "![test error over 100 epochs](long.png)",
+            "",
+        ]
     text = "\n".join(lines)
     atomic_write_bytes(out / "report.md", (text + "\n").encode())
     return text
@@ -152,8 +172,14 @@ def _figures(runs: dict, long: dict | None, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for mode, style in zip(MODES, ("-o", "--s"), strict=True):
         for seed, r in sorted(runs[mode].items()):
-            ax.plot(range(1, len(r["test"]) + 1), 100 * r["test"], style,
-                    color=f"C{seed}", label=f"{mode} seed {seed}", alpha=0.8)  # fmt: skip
+            ax.plot(
+                range(1, len(r["test"]) + 1),
+                100 * r["test"],
+                style,
+                color=f"C{seed}",
+                label=f"{mode} seed {seed}",
+                alpha=0.8,
+            )
     ax.axhline(11, color="grey", lw=0.8, ls=":", label="reference, 1 epoch (~11%)")
     ax.set(xlabel="epoch", ylabel="test error (%)", xticks=[1, 2, 3])
     ax.legend(fontsize=6, ncol=2)
@@ -163,8 +189,14 @@ def _figures(runs: dict, long: dict | None, out: Path) -> None:
     for mode, style in zip(MODES, ("-", "--"), strict=True):
         for seed, r in sorted(runs[mode].items()):
             n = 1200
-            ax.plot(np.arange(1, min(n, len(r["rl"])) + 1), r["rl"][:n], style, lw=1,
-                    color=f"C{seed}", label=f"{mode} seed {seed}")  # fmt: skip
+            ax.plot(
+                np.arange(1, min(n, len(r["rl"])) + 1),
+                r["rl"][:n],
+                style,
+                lw=1,
+                color=f"C{seed}",
+                label=f"{mode} seed {seed}",
+            )
     ax.axhline(PLATEAU_EXIT, color="grey", lw=0.8, ls=":")
     ax.set(xlabel="batch (first epoch)", ylabel="smoothed loss rL", ylim=(0, 1.3))
     ax.legend(fontsize=6, ncol=2)

@@ -72,9 +72,12 @@ def stop_point() -> None:
 
 @contextlib.contextmanager
 def run(
-    experiment_id: str, *, run_name: str | None = None, tags: Mapping[str, str] | None = None,
+    experiment_id: str,
+    *,
+    run_name: str | None = None,
+    tags: Mapping[str, str] | None = None,
     parent_run_id: str | None = None,
-) -> Iterator[mlflow.ActiveRun]:  # fmt: skip
+) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run that ends FINISHED, FAILED (exception) or KILLED (Ctrl-C, SIGTERM).
 
     Inside it, SIGTERM and Ctrl-C are noted and raised at the next `stop_point()` (the training
@@ -87,9 +90,11 @@ def run(
         for s in handled:
             signal.signal(s, _on_signal)
     active = mlflow.start_run(
-        experiment_id=experiment_id, run_name=run_name, tags=dict(tags or {}),
+        experiment_id=experiment_id,
+        run_name=run_name,
+        tags=dict(tags or {}),
         parent_run_id=parent_run_id,
-    )  # fmt: skip
+    )
     status = RunStatus.to_string(RunStatus.FAILED)
     try:
         yield active

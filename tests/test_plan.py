@@ -1,0 +1,71 @@
+"""A run's plan (pipeline.model.plan): default mode from the seed's generators, toolbox mode from
+the toolbox's check values; which images each trains and is evaluated on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from configs import tree
+
+from pipeline.config import ConfigError, validate
+from pipeline.data.prepared import Prepared, one_hot
+from pipeline.model import cnn
+from pipeline.model.plan import make_generators, make_plan
+
+FIRST_BATCH = [4095, 28898, 20310, 20066, 2841, 31199, 26536, 42447, 40700, 22963]  # 1-based
+
+
+@pytest.fixture(scope="module")
+def full_size() -> Prepared:
+    """MNIST's 60,000 + 10,000 shape (images of their index's last digit: only order matters)."""
+    labels = np.arange(60_000, dtype=np.uint8) % 10
+    images = np.broadcast_to(labels[:, None, None], (60_000, 28, 28)).astype(np.uint8)
+    return Prepared(
+        {
+            "train_images": images,
+            "train_labels": labels,
+            "train_onehot": one_hot(labels),
+            "val_index": np.arange(0, 60_000, 6, dtype=np.int64),
+            "test_images": images[:10],
+            "test_labels": labels[:10],
+            "test_onehot": one_hot(labels[:10]),
+        }
+    )
+
+
+def test_toolbox_plan_starts_from_the_check_values(full_size):
+    p = make_plan(prepared=full_size, seed=0, rng="toolbox", dtype=np.float64, subset=None)
+    assert p.params0["k1"][0, 0, 0, 0] == 0.12754906917710679
+    assert p.params0["k1"][0, 0, 1, 0] == 0.095527748426783909
+    assert p.params0["W"][0, 0] == -0.097759571660191599
+    assert p.params0["W"][1, 0] == 0.0049536754837886821
+    assert p.params0["W"][0, 1] == -0.054559359156731789
+    assert (p.order(1)[:10] + 1).tolist() == FIRST_BATCH
+    assert len(p.fit) == 60_000 and p.val is None  # every image, the validation split included
+    np.testing.assert_array_equal(p.fit.x[7], p.test_natural.x[7].T)  # presented transposed
+
+
+def test_default_plan_uses_the_seeds_generators_and_the_fit_split(full_size):
+    p = make_plan(prepared=full_size, seed=3, rng="default", dtype=np.float32, subset=None)
+    init_rng, order_rng = make_generators(3)
+    expected = cnn.init_params(init_rng, np.float32)
+    assert all(p.params0[k].tobytes() == expected[k].tobytes() for k in cnn.PARAM_NAMES)
+    np.testing.assert_array_equal(p.order(1), order_rng.permutation(50_000))
+    assert len(p.fit) == 50_000 and len(p.val) == 10_000 and p.fit.x.dtype == np.float32
+    assert p.test is p.test_natural and p.to_saved(p.params0) == p.params0
+    small = make_plan(prepared=full_size, seed=3, rng="default", dtype=np.float32, subset=100)
+    assert len(small.fit) == 100 and len(small.order(1)) == 100
+
+
+@pytest.mark.parametrize(
+    ("values", "key"),
+    [
+        ({"train.rng": "toolbox", "train.batch_size": 7}, "train.batch_size"),
+        ({"train.rng": "toolbox", "data.subset": 100}, "data.subset"),
+        ({"train.rng": "toolbox", "seed": 2**32}, "seed"),
+        ({"train.rng": "matlab"}, "train.rng"),
+    ],
+)
+def test_replay_constraints_name_the_key(values, key):
+    with pytest.raises(ConfigError, match=f"^{key}: "):
+        validate(tree(**values))
