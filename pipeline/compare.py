@@ -25,6 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--uri", default=None, help="tracking URI (default: as training)")
     parser.add_argument("--out", type=Path, default=None, help="default: experiments/SWEEP")
     args = parser.parse_args(argv)
+    try:
+        runtime.enter_project()
+    except runtime.NotInProject as exc:
+        print(f"compare failed: {exc}", file=sys.stderr)
+        return 1
     env = runtime.environment()
     uri = args.uri or env.store_uri(None)
     try:

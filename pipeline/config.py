@@ -196,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data=fashion_mnist")
     parser.add_argument("--check", action="store_true", help="only report drift; exit 1 if any")
     args = parser.parse_args(argv)
+    from pipeline.runtime import enter_project
+
+    enter_project()
     text = compose(args.overrides)
     current = PARAMS_FILE.read_text(encoding="utf-8") if PARAMS_FILE.exists() else None
     if args.check:

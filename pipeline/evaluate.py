@@ -12,10 +12,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pipeline import paths
+from pipeline import interrupts, paths, runtime
 from pipeline.config import ConfigError, load_params, stage_params
 from pipeline.data.prepared import read_prepared
-from pipeline.files import DataError, write_csv, write_json
+from pipeline.files import DataError, csv_bytes, json_bytes, write_together
 from pipeline.model.inference import assess
 from pipeline.model.weights import load_weights
 
@@ -23,20 +23,28 @@ from pipeline.model.weights import load_weights
 def main(argv: list[str] | None = None) -> int:
     params_file = stage_params(argv, __doc__.split("\n")[0])
     outputs = paths.Outputs()
-    try:
-        cfg, _ = load_params(params_file)
-        test_split = read_prepared(Path(cfg.data.prepared)).split("test", cfg.train.dtype)
-        params = load_weights(outputs.weights)
-    except (ConfigError, DataError) as exc:
-        print(f"evaluate failed: {exc}", file=sys.stderr)
-        return 1
-    test = assess(params, test_split)
-    write_json(outputs.test_metrics, {"test_loss": test.loss, "test_error": test.error})
-    write_csv(
-        outputs.confusion_csv,
-        ["actual", "predicted"],
-        list(zip(test_split.labels.tolist(), test.predictions.tolist(), strict=True)),
-    )
+    with interrupts.raising():
+        try:
+            runtime.enter_project()
+            cfg, _ = load_params(params_file)
+            test_split = read_prepared(Path(cfg.data.prepared)).split("test", cfg.train.dtype)
+            params = load_weights(outputs.weights)
+            test = assess(params, test_split)
+            pairs = zip(test_split.labels.tolist(), test.predictions.tolist(), strict=True)
+            write_together(
+                {
+                    outputs.test_metrics: json_bytes(
+                        {"test_loss": test.loss, "test_error": test.error}
+                    ),
+                    outputs.confusion_csv: csv_bytes(["actual", "predicted"], list(pairs)),
+                }
+            )
+        except (ConfigError, DataError, runtime.NotInProject) as exc:
+            print(f"evaluate failed: {exc}", file=sys.stderr)
+            return 1
+        except (interrupts.Interrupted, KeyboardInterrupt):
+            print("evaluate interrupted: its outputs were not changed", file=sys.stderr)
+            return 130
     print(f"evaluate: test error {test.error:.2%}, test loss {test.loss:.4f}")
     return 0
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import interrupts
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can hold
@@ -71,19 +73,66 @@ def atomic_write_bytes(dest: Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def write_together(contents: Mapping[Path, bytes]) -> None:
+    """Write several files so that each ends up either as it was or with its new contents, all
+    of them together: every file is written to a temporary file first, then all are renamed
+    into place with Ctrl-C and SIGTERM deferred."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for dest, data in contents.items():
+            dest = Path(dest)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+            staged.append((Path(tmp), dest))
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o666 & ~_UMASK)
+        with interrupts.deferred():
+            for tmp, dest in staged:
+                os.replace(tmp, dest)
+            staged.clear()
+    finally:
+        for tmp, _ in staged:  # an error or a signal before the renames: nothing changed
+            tmp.unlink(missing_ok=True)
+
+
+def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
+    """An uncompressed `.npz` whose bytes depend only on the arrays (see `save_npz`)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for name in sorted(arrays):
+            member = io.BytesIO()
+            np.lib.format.write_array(
+                member, np.ascontiguousarray(arrays[name]), allow_pickle=False
+            )
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH)
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, member.getvalue())
+    return buf.getvalue()
+
+
+def json_bytes(values: Mapping[str, float | int | str]) -> bytes:
+    return (json.dumps(dict(values), indent=2, sort_keys=True) + "\n").encode()
+
+
+def csv_bytes(header: Sequence[str], rows: Sequence[Sequence]) -> bytes:
+    """CSV with floats in repr form (round-trips exactly, stable across runs)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([_cell(v) for v in row] for row in rows)
+    return buf.getvalue().encode()
+
+
 def save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     """Write arrays as an uncompressed `.npz` whose bytes depend only on the arrays; atomic.
 
     np.savez stamps the current time into every zip entry; here entries are written in name
     order with a fixed timestamp.
     """
-    with atomic_path(Path(path)) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
-        for name in sorted(arrays):
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(arrays[name]), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH)
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, buf.getvalue())
+    atomic_write_bytes(path, npz_bytes(arrays))
 
 
 def read_npz(path: Path, keys: Sequence[str] | None = None, *, fix: str) -> dict[str, np.ndarray]:
@@ -103,16 +152,11 @@ def read_npz(path: Path, keys: Sequence[str] | None = None, *, fix: str) -> dict
 
 
 def write_json(path: Path, values: Mapping[str, float | int | str]) -> None:
-    atomic_write_bytes(path, (json.dumps(dict(values), indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(path, json_bytes(values))
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence]) -> None:
-    """CSV with floats in repr form (round-trips exactly, stable across runs)."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows([_cell(v) for v in row] for row in rows)
-    atomic_write_bytes(path, buf.getvalue().encode())
+    atomic_write_bytes(path, csv_bytes(header, rows))
 
 
 def _cell(v: object) -> object:

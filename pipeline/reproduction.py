@@ -27,6 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prepared", type=Path, default=Path("data/prepared/mnist.npz"))
     args = parser.parse_args(argv)
     try:
+        runtime.enter_project()
+    except runtime.NotInProject as exc:
+        print(f"reproduction failed: {exc}", file=sys.stderr)
+        return 1
+    try:
         client = MlflowClient(runtime.environment().store_uri(None))
         runs, long, schedule = collect(client, args.experiment)
     except CompareError as exc:

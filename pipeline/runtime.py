@@ -17,6 +17,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import sys
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +60,7 @@ class Environment:
     blas_threads: str  # OPENBLAS_NUM_THREADS as set ("default" when unset)
     sweep: str | None  # PIPELINE_SWEEP: the sweep a Hydra job belongs to (pipeline.sweep)
     sweep_parent: str | None  # PIPELINE_SWEEP_PARENT_RUN_ID: that sweep's parent run
+    sweep_launcher: int | None  # PIPELINE_SWEEP_LAUNCHER_PID: a local launcher to die with
 
     @property
     def root(self) -> Path:
@@ -68,7 +72,7 @@ class Environment:
         return self.tracking_uri or configured or paths.default_store(self.root)
 
 
-SWEEP_VARS = ("PIPELINE_SWEEP", "PIPELINE_SWEEP_PARENT_RUN_ID")
+SWEEP_VARS = ("PIPELINE_SWEEP", "PIPELINE_SWEEP_PARENT_RUN_ID", "PIPELINE_SWEEP_LAUNCHER_PID")
 
 
 def environment(env: Mapping[str, str] | None = None) -> Environment:
@@ -81,4 +85,42 @@ def environment(env: Mapping[str, str] | None = None) -> Environment:
         blas_threads=env.get("OPENBLAS_NUM_THREADS", "default"),
         sweep=env.get(SWEEP_VARS[0]) or None,
         sweep_parent=env.get(SWEEP_VARS[1]) or None,
+        sweep_launcher=int(env[SWEEP_VARS[2]]) if env.get(SWEEP_VARS[2]) else None,
     )
+
+
+def exit_with(pid: int, poll_s: float = 0.5) -> threading.Thread:
+    """End this process (exit 130) as soon as process `pid` is gone: a sweep job run by a local
+    launcher dies with it. Its private tracking server is gone then too, so nothing more can be
+    logged; the run is left RUNNING for `python -m pipeline.runs close-stale`."""
+
+    def watch() -> None:
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                print(f"sweep launcher (pid {pid}) is gone: this job stops", file=sys.stderr)
+                os._exit(130)
+            except PermissionError:
+                pass  # alive, another user's
+            time.sleep(poll_s)
+
+    thread = threading.Thread(target=watch, name="exit-with-launcher", daemon=True)
+    thread.start()
+    return thread
+
+
+class NotInProject(RuntimeError):
+    """The working directory is not inside this project (no dvc.yaml and conf/ above it)."""
+
+
+def enter_project(start: Path | None = None) -> Path:
+    """Change to the project's root (the nearest folder at or above `start` holding dvc.yaml
+    and conf/config.yaml) and return it, so that every relative path (params.yaml, data/,
+    outputs/, experiments/) means the same from any subfolder."""
+    start = (Path.cwd() if start is None else Path(start)).resolve()
+    for folder in (start, *start.parents):
+        if (folder / "dvc.yaml").is_file() and (folder / "conf" / "config.yaml").is_file():
+            os.chdir(folder)
+            return folder
+    raise NotInProject(f"{start} is not inside the project: cd into the repository first")

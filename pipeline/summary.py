@@ -10,6 +10,7 @@ from pipeline.reports.summary import summary_text
 
 
 def main() -> int:
+    runtime.enter_project()
     cfg, _ = load_params()
     outputs = paths.Outputs()
     metrics: dict[str, float] = {}

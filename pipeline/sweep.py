@@ -32,7 +32,7 @@ from pipeline.config import ConfigError, validate
 from pipeline.tracking import store, sweeps
 from pipeline.tracking.server import Server
 
-ENV_NAME, ENV_PARENT = runtime.SWEEP_VARS
+ENV_NAME, ENV_PARENT, ENV_LAUNCHER = runtime.SWEEP_VARS
 LOCAL_PARALLEL = ("JoblibLauncher", "submitit_launcher.LocalLauncher")  # several processes
 
 
@@ -99,6 +99,7 @@ class SweepCallback(Callback):
         try:
             self._start(config)
         except (ConfigError, store.TrackingError) as exc:
+            self._stop_server()
             raise SystemExit(f"sweep not started: {exc}") from None
 
     def _start(self, config: DictConfig) -> None:
@@ -117,10 +118,18 @@ class SweepCallback(Callback):
                 )
             store.connect(uri, cfg.tracking.experiment, artifacts)  # create store + experiment
             if any(k in launcher for k in LOCAL_PARALLEL):
+                os.environ[ENV_LAUNCHER] = str(os.getpid())  # jobs die with the launcher
                 self.server = Server(uri, env=os.environ).start()
                 uri = self.server.uri
                 print(f"sweep {name}: MLflow server {uri} over the SQLite store", flush=True)
         client, experiment_id = store.connect(uri, cfg.tracking.experiment, artifacts)
+        if (old := sweeps.find_parent(client, experiment_id, name)) is not None:
+            raise store.TrackingError(
+                f"a sweep named {name!r} already exists in experiment "
+                f"{cfg.tracking.experiment!r} (parent run {old.info.run_id}); its runs and "
+                f"report would be mixed with this one's. Name this sweep differently "
+                f"(tracking.sweep=...)"
+            )
         self.parent_id = sweeps.create_parent(client, experiment_id, name=name, command=_command())
         self.uri = uri
         os.environ.update({ENV_NAME: name, ENV_PARENT: self.parent_id, "MLFLOW_TRACKING_URI": uri})
@@ -142,6 +151,9 @@ class SweepCallback(Callback):
                 flush=True,
             )
         finally:
-            if self.server is not None:
-                self.server.stop()
-                self.server = None
+            self._stop_server()
+
+    def _stop_server(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None

@@ -30,15 +30,16 @@ import numpy as np
 import yaml
 
 import pipeline
-from pipeline import paths, runtime
-from pipeline.config import Config, ConfigError, load_params, validate
+from pipeline import interrupts, paths, runtime
+from pipeline.config import PARAMS_FILE, Config, ConfigError, load_params, validate
 from pipeline.data.prepared import read_prepared
-from pipeline.files import DataError, sha256_file, write_csv, write_json
+from pipeline.files import DataError, csv_bytes, json_bytes, sha256_file, write_together
 from pipeline.model import sgd
 from pipeline.model.inference import Evaluation, assess
 from pipeline.model.plan import Plan, make_plan
-from pipeline.model.weights import save_weights
+from pipeline.model.weights import weights_bytes
 from pipeline.reports import figures
+from pipeline.runtime import NotInProject
 from pipeline.tracking import pyfunc, runs, store
 
 EPOCH_COLUMNS = ("train_loss", "train_error", "val_loss", "val_error")  # test_*: if logged
@@ -49,6 +50,7 @@ class RunResult:
     run_id: str
     trained: sgd.TrainResult
     test: Evaluation
+    late_signal: int | None = None  # Ctrl-C / SIGTERM that came after the outputs were written
 
 
 def train_and_log(
@@ -67,13 +69,18 @@ def train_and_log(
     log_model: bool,
     parent_run_id: str | None = None,
 ) -> RunResult:
-    """Train `plan` with SGD, evaluate on its test set, write `outputs`, log one MLflow run.
+    """Train `plan` with SGD, evaluate on its test set, log one MLflow run, write `outputs`.
 
     Inputs: the plan (initial params, data, order); the schedule (lr, batch_size, epochs);
     test_each_epoch: also evaluate the test set after every epoch; where to write; the MLflow
     experiment, run name, tags, params (flat) and the configuration's text (an artifact);
     log_model: also log the pyfunc model; parent_run_id: the sweep's parent run, if any.
     Returns the run id, the training result and the test evaluation.
+
+    Order, so that an interruption always leaves a true state: train and evaluate (Ctrl-C and
+    SIGTERM act between batches), log every artifact from a staging folder, then write all of
+    `outputs` together (old or new, never a mix), then end the run FINISHED. An interruption
+    before the last step ends the run KILLED with the previous outputs untouched.
     """
     batches_per_epoch = -(-len(plan.fit) // batch_size)
     with runs.run(experiment_id, run_name=run_name, tags=tags, parent_run_id=parent_run_id) as r:
@@ -94,7 +101,7 @@ def train_and_log(
 
         def on_batch(step: int, loss: float) -> None:
             pending.append(loss)
-            runs.stop_point()  # SIGTERM / Ctrl-C take effect here, between batches
+            interrupts.check()  # SIGTERM / Ctrl-C take effect here, between batches
 
         evals = {"val": (plan.val.x, plan.val.y)} if plan.val else {}
         if test_each_epoch:
@@ -115,64 +122,78 @@ def train_and_log(
         test = assess(trained.params, plan.test_natural)
         if not test_each_epoch:  # else logged at every epoch, the last one included
             mlflow.log_metrics({"test_loss": test.loss, "test_error": test.error}, step=epochs)
+        interrupts.check()
 
-        runs.stop_point()  # a signal during evaluation: no weights, run KILLED
-        write_train_outputs(outputs, trained, batches_per_epoch)
-        _log_artifacts(trained, test, batches_per_epoch, config_yaml)
-        mlflow.log_artifact(str(outputs.weights))
-        if log_model:
-            example = plan.test_natural.x[:2].astype(np.float64)  # the signature's dtype
-            pyfunc.log_model(outputs.weights, input_example=example)
-    return RunResult(run_id=run_id, trained=trained, test=test)
+        contents = train_outputs(outputs, trained, batches_per_epoch)
+        with tempfile.TemporaryDirectory(prefix="pipeline-artifacts-") as tmp:
+            staged = Path(tmp)
+            weights = staged / outputs.weights.name
+            weights.write_bytes(contents[outputs.weights])
+            _log_artifacts(staged, trained, test, batches_per_epoch, config_yaml)
+            if log_model:
+                example = plan.test_natural.x[:2].astype(np.float64)  # the signature's dtype
+                pyfunc.log_model(weights, input_example=example)
+        interrupts.check()  # the last moment an interruption leaves the outputs as they were
+        write_together(contents)
+        late = interrupts.take()  # the work is complete: the run ends FINISHED regardless
+    return RunResult(run_id=run_id, trained=trained, test=test, late_signal=late)
 
 
 def _log_artifacts(
-    trained: sgd.TrainResult, test: Evaluation, batches_per_epoch: int, config_yaml: str
+    staged: Path,
+    trained: sgd.TrainResult,
+    test: Evaluation,
+    batches_per_epoch: int,
+    config_yaml: str,
 ) -> None:
-    """The configuration and the run's figures, as artifacts of the active run."""
+    """The weights (already in `staged`), the configuration and the run's figures, as
+    artifacts of the active run."""
     curves = {
         k: [h[k] for h in trained.history if k in h]
         for k in ("train_loss", "val_loss", "val_error")
     }
     params = trained.params
-    with tempfile.TemporaryDirectory(prefix="pipeline-artifacts-") as tmp:
-        tmp = Path(tmp)
-        (tmp / "params.yaml").write_text(config_yaml, encoding="utf-8")
-        figures.learning_curves(
-            tmp / "learning_curves.png",
-            batch_loss=trained.batch_losses,
-            batches_per_epoch=batches_per_epoch,
-            **curves,
-        )
-        figures.confusion(tmp / "confusion_matrix.png", test.confusion)
-        figures.kernels(tmp / "kernels_c1.png", params["k1"], title="C1 kernels k1")
-        figures.kernels(tmp / "kernels_c2.png", params["k2"], title="C2 kernels k2")
-        mlflow.log_artifacts(str(tmp))
+    (staged / "params.yaml").write_text(config_yaml, encoding="utf-8")
+    figures.learning_curves(
+        staged / "learning_curves.png",
+        batch_loss=trained.batch_losses,
+        batches_per_epoch=batches_per_epoch,
+        **curves,
+    )
+    figures.confusion(staged / "confusion_matrix.png", test.confusion)
+    figures.kernels(staged / "kernels_c1.png", params["k1"], title="C1 kernels k1")
+    figures.kernels(staged / "kernels_c2.png", params["k2"], title="C2 kernels k2")
+    mlflow.log_artifacts(str(staged))
 
 
-def write_train_outputs(outputs: paths.Outputs, trained: sgd.TrainResult, batches: int) -> None:
-    """Weights, final training metrics and per-epoch / per-batch curves, for DVC."""
-    save_weights(outputs.weights, trained.params)
+def train_outputs(
+    outputs: paths.Outputs, trained: sgd.TrainResult, batches: int
+) -> dict[Path, bytes]:
+    """The train stage's DVC outputs as bytes: weights, final training metrics, per-epoch and
+    per-batch curves."""
     last = trained.history[-1]
-    write_json(
-        outputs.train_metrics,
-        {"epochs": len(trained.history)} | {k: last[k] for k in EPOCH_COLUMNS if k in last},
-    )
     columns = [*EPOCH_COLUMNS, *(k for k in ("test_loss", "test_error") if k in last)]
-    write_csv(
-        outputs.epochs_csv,
-        ["epoch", *columns],
-        [(int(h["epoch"]), *(h.get(k, float("nan")) for k in columns)) for h in trained.history],
-    )
     smoothed = figures.smooth(trained.batch_losses)  # the toolbox's rL, decay 0.99
-    write_csv(
-        outputs.batches_csv,
-        ["step", "epoch", "batch_loss", "smoothed_loss"],
-        [
-            (s, (s - 1) // batches + 1, loss, smoothed[s - 1])
-            for s, loss in enumerate(trained.batch_losses, 1)
-        ],
-    )
+    return {
+        outputs.weights: weights_bytes(trained.params),
+        outputs.train_metrics: json_bytes(
+            {"epochs": len(trained.history)} | {k: last[k] for k in EPOCH_COLUMNS if k in last}
+        ),
+        outputs.epochs_csv: csv_bytes(
+            ["epoch", *columns],
+            [
+                (int(h["epoch"]), *(h.get(k, float("nan")) for k in columns))
+                for h in trained.history
+            ],
+        ),
+        outputs.batches_csv: csv_bytes(
+            ["step", "epoch", "batch_loss", "smoothed_loss"],
+            [
+                (s, (s - 1) // batches + 1, loss, smoothed[s - 1])
+                for s, loss in enumerate(trained.batch_losses, 1)
+            ],
+        ),
+    }
 
 
 # --------------------------------------------------------------------------- entry points
@@ -193,7 +214,7 @@ def _run(
     uri = env.store_uri(cfg.tracking.uri)
     _, experiment_id = store.connect(uri, cfg.tracking.experiment, paths.artifact_root(root))
     prepared_path = Path(cfg.data.prepared)
-    prepared = read_prepared(prepared_path)
+    prepared = read_prepared(prepared_path, fix=prepare_advice(cfg.data.name))
     if prepared.n_val != cfg.data.val_size:
         raise DataError(
             f"{prepared_path} holds a validation split of {prepared.n_val} images but "
@@ -234,48 +255,108 @@ def _run(
     )
 
 
+def prepare_advice(dataset: str, params_file: Path = PARAMS_FILE) -> str:
+    """How to prepare `dataset`: through `dvc repro` when params.yaml selects it, else through
+    an experiment that selects it (a Hydra run can name any dataset)."""
+    selected = None
+    if params_file.is_file():
+        selected = (yaml.safe_load(params_file.read_text(encoding="utf-8")) or {}).get("data", {})
+    if isinstance(selected, dict) and selected.get("name") == dataset:
+        return "prepare it with `dvc repro prepare`"
+    return (
+        f"data={dataset} has not been prepared: `dvc exp run -S data={dataset} prepare` does it "
+        f"(and leaves params.yaml selecting {dataset}; `git checkout params.yaml` undoes that)"
+    )
+
+
+FAILURES = (ConfigError, DataError, store.TrackingError, sgd.DivergenceError, NotInProject)
+
+
+def interrupted_message(exc: BaseException, outputs: paths.Outputs) -> str:
+    """One true line on what an interrupted training left behind."""
+    run_id = getattr(exc, "run_id", None)
+    if run_id is None:
+        return "train interrupted before its MLflow run started: nothing was written"
+    return (
+        f"train interrupted: MLflow run {run_id} ended KILLED; no output was written "
+        f"({outputs.weights} and the others are as they were)"
+    )
+
+
+def finished_message(result: RunResult) -> str:
+    line = f"train: test error {result.test.error:.2%} (MLflow run {result.run_id})"
+    if result.late_signal is not None:
+        line += "; interrupted after the outputs were written: they and the run are complete"
+    return line
+
+
 def run_stage(params_file: Path) -> int:
-    """The DVC stage: params.yaml in, files out; a clear message and exit 1 on failure."""
-    try:
-        cfg, tree = load_params(params_file)
-        result = _run(cfg, tree, paths.Outputs())
-    except (ConfigError, DataError, store.TrackingError, sgd.DivergenceError) as exc:
-        print(f"train failed: {exc}", file=sys.stderr)
-        return 1
-    except (KeyboardInterrupt, runs.Terminated):
-        print("train interrupted: the MLflow run ended KILLED; no weights written", file=sys.stderr)
-        return 130
-    print(f"train: test error {result.test.error:.2%} (MLflow run {result.run_id})")
+    """The DVC stage: params.yaml in, files out; a clear message and exit 1 on failure, 130
+    when interrupted."""
+    outputs = paths.Outputs()
+    with interrupts.raising():
+        try:
+            runtime.enter_project()
+            cfg, tree = load_params(params_file)
+            result = _run(cfg, tree, outputs)
+        except FAILURES as exc:
+            print(f"train failed: {exc}", file=sys.stderr)
+            return 1
+        except (interrupts.Interrupted, KeyboardInterrupt) as exc:
+            print(interrupted_message(exc, outputs), file=sys.stderr)
+            return 130
+    print(finished_message(result))
     return 0
 
 
 def hydra_entry() -> None:
-    """`python -m pipeline.train [overrides]`: compose conf/ with Hydra and run once per job."""
+    """`python -m pipeline.train [overrides]`: compose conf/ with Hydra and run once per job.
+
+    A single run fails with one line (exit 1) or, interrupted, says what it left (exit 130),
+    as the DVC stage does. In a multirun a failing job raises, so that the launcher records it
+    and runs the others; an interruption stops the sweep.
+    """
     import hydra
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
     from omegaconf import DictConfig, OmegaConf
 
     from pipeline.sweep import job_context
 
     @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
     def _main(cfg: DictConfig) -> float:
-        config = validate(cfg)
-        tree = OmegaConf.to_container(cfg, resolve=True)
         hc = HydraConfig.get()
+        outputs = paths.Outputs(Path(hc.runtime.output_dir))
         env = runtime.environment()
-        job = hc.job.num if env.sweep_parent else None  # hydra.job.num: only set in a multirun
-        parent, tags = job_context(env, list(hc.overrides.task), job)
-        result = _run(
-            config,
-            tree,
-            paths.Outputs(Path(hc.runtime.output_dir)),
-            parent_run_id=parent,
-            sweep_tags=tags,
-        )
-        print(f"train: test error {result.test.error:.2%} (MLflow run {result.run_id})")
+        if env.sweep_launcher is not None:  # a local parallel launcher's job: die with it
+            runtime.exit_with(env.sweep_launcher)
+        try:
+            config = validate(cfg)
+            tree = OmegaConf.to_container(cfg, resolve=True)
+            job = hc.job.num if env.sweep_parent else None  # hydra.job.num: multirun only
+            parent, tags = job_context(env, list(hc.overrides.task), job)
+            result = _run(config, tree, outputs, parent_run_id=parent, sweep_tags=tags)
+        except FAILURES as exc:
+            if hc.mode == RunMode.MULTIRUN:
+                raise
+            print(f"train failed: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
+        except (interrupts.Interrupted, KeyboardInterrupt) as exc:
+            print(interrupted_message(exc, outputs), file=sys.stderr)
+            raise SystemExit(130) from None
+        print(finished_message(result))
         return result.test.error
 
-    _main()
+    with interrupts.raising():
+        try:
+            runtime.enter_project()  # Hydra's outputs/ and multirun/ land at the project root
+            _main()
+        except NotInProject as exc:
+            print(f"train failed: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
+        except (interrupts.Interrupted, KeyboardInterrupt):  # outside a job (Hydra, launcher)
+            print("train interrupted between jobs", file=sys.stderr)
+            raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

@@ -1,8 +1,12 @@
 """Atomic writes leave nothing partial; the deterministic formats give the same bytes."""
 
+import os
+import signal
+
 import numpy as np
 import pytest
 
+from pipeline import interrupts
 from pipeline.files import (
     atomic_path,
     atomic_write_bytes,
@@ -10,6 +14,7 @@ from pipeline.files import (
     save_npz,
     write_csv,
     write_json,
+    write_together,
 )
 
 
@@ -52,3 +57,37 @@ def test_json_and_csv_are_stable_text(tmp_path):
     assert (
         tmp_path / "p.csv"
     ).read_text() == "step,loss\n1,0.10000000149011612\n2,0.3333333333333333\n"
+
+
+def test_write_together_replaces_all_or_nothing(tmp_path, monkeypatch):
+    a, b = tmp_path / "a.txt", tmp_path / "sub" / "b.txt"
+    a.write_bytes(b"old a")
+    write_together({a: b"new a", b: b"new b"})
+    assert (a.read_bytes(), b.read_bytes()) == (b"new a", b"new b")
+
+    real_fsync = os.fsync
+    calls = []
+
+    def fail_second(fd):  # the second file cannot be written: nothing may change
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fail_second)
+    with pytest.raises(OSError, match="disk full"):
+        write_together({a: b"newer a", b: b"newer b"})
+    assert (a.read_bytes(), b.read_bytes()) == (b"new a", b"new b")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.txt", "b.txt", "sub"]
+
+
+def test_signals_are_delivered_after_a_deferred_block():
+    received = []
+    old = signal.signal(signal.SIGTERM, lambda s, f: received.append(s))
+    try:
+        with interrupts.deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert received == []  # held back while the group of files is renamed
+        assert received == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, old)

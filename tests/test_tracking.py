@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from pipeline import paths, runtime
+from pipeline import interrupts, paths, runtime
 from pipeline.tracking import runs, store, sweeps
 
 
@@ -78,20 +78,26 @@ def test_run_statuses(experiment):
     with pytest.raises(KeyboardInterrupt), runs.run(exp_id, run_name="ctrl-c") as r:
         killed = r.info.run_id
         raise KeyboardInterrupt
-    with pytest.raises(runs.Terminated), runs.run(exp_id, run_name="sigterm") as r:
+    with pytest.raises(interrupts.Interrupted) as info, runs.run(exp_id, run_name="term") as r:
         terminated = r.info.run_id
         os.kill(os.getpid(), signal.SIGTERM)
-        runs.stop_point()  # where the training loop acts on it, between batches
+        interrupts.check()  # where the training loop acts on it, between batches
         raise AssertionError("not reached")
-    with pytest.raises(KeyboardInterrupt), runs.run(exp_id, run_name="late") as r:
+    assert info.value.run_id == terminated and info.value.signum == signal.SIGTERM
+    with pytest.raises(interrupts.Interrupted), runs.run(exp_id, run_name="late") as r:
         late = r.info.run_id
-        os.kill(os.getpid(), signal.SIGINT)  # no stop point follows: acted on at the end
-    assert [_status(client, i) for i in (ok, failed, killed, terminated, late)] == [
+        os.kill(os.getpid(), signal.SIGINT)  # no safe point follows: acted on at the end
+    with runs.run(exp_id, run_name="taken") as r:
+        taken = r.info.run_id
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert interrupts.take() == signal.SIGTERM  # work done: the run still ends FINISHED
+    assert [_status(client, i) for i in (ok, failed, killed, terminated, late, taken)] == [
         "FINISHED",
         "FAILED",
         "KILLED",
         "KILLED",
         "KILLED",
+        "FINISHED",
     ]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

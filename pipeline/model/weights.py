@@ -5,12 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.files import DataError, read_npz, save_npz
+from pipeline.files import DataError, npz_bytes, read_npz, save_npz
 from pipeline.model import cnn
 
 
+def weights_bytes(params: cnn.Params) -> bytes:
+    """The weights file's bytes: the same values always give the same bytes."""
+    return npz_bytes(dict(params))
+
+
 def save_weights(path: Path, params: cnn.Params) -> None:
-    """Write the parameters atomically; the same values always give the same bytes."""
+    """Write the parameters atomically (see `weights_bytes`)."""
     save_npz(path, dict(params))
 
 

@@ -1,12 +1,11 @@
 """One MLflow run per training: it ends FINISHED only when everything was logged; an exception
 ends it FAILED, Ctrl-C or SIGTERM ends it KILLED. Signals are acted on between batches
-(`stop_point`), never inside MLflow's own database calls."""
+(`pipeline.interrupts`), never inside MLflow's own database calls."""
 
 from __future__ import annotations
 
 import contextlib
 import math
-import signal
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -15,11 +14,9 @@ import mlflow
 from mlflow.entities import Metric, RunStatus
 from mlflow.tracking import MlflowClient
 
+from pipeline import interrupts
+
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
-
-
-class Terminated(BaseException):
-    """Raised in the main thread on SIGTERM so the run can end KILLED and clean up."""
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -46,30 +43,6 @@ def log_series(
         client.log_batch(run_id, metrics=metrics[start : start + MAX_BATCH])
 
 
-_pending: list[int] = []  # signals received inside `run`, not yet acted on
-
-
-def _on_signal(signum: int, frame: Any) -> None:
-    """Note a SIGTERM or Ctrl-C; act on it at the next `stop_point` (a second one: at once).
-
-    Raising at an arbitrary bytecode could land inside MLflow's own database calls, which may
-    turn the exception into an ordinary error (the run would then end FAILED, not KILLED).
-    """
-    _pending.append(signum)
-    if len(_pending) > 1:
-        stop_point()
-
-
-def stop_point() -> None:
-    """Raise KeyboardInterrupt (Ctrl-C) or Terminated (SIGTERM) if one arrived during `run`."""
-    if _pending:
-        signum = _pending[0]
-        _pending.clear()
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        raise Terminated(f"signal {signum}")
-
-
 @contextlib.contextmanager
 def run(
     experiment_id: str,
@@ -80,31 +53,28 @@ def run(
 ) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run that ends FINISHED, FAILED (exception) or KILLED (Ctrl-C, SIGTERM).
 
-    Inside it, SIGTERM and Ctrl-C are noted and raised at the next `stop_point()` (the training
-    loop calls it after every batch), or at the end of the block, before the run is FINISHED.
+    Inside it, SIGTERM and Ctrl-C are noted and raised as `interrupts.Interrupted` at the next
+    `interrupts.check()` (the training loop checks after every batch), or at the end of the
+    block, before the run is FINISHED; the exception then names the run (`run_id`). A block
+    that has finished its work may `interrupts.take()` a late signal so that the run ends
+    FINISHED.
     """
-    handled = (signal.SIGTERM, signal.SIGINT)
-    previous = {s: signal.getsignal(s) for s in handled}
-    _pending.clear()
-    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
-        for s in handled:
-            signal.signal(s, _on_signal)
-    active = mlflow.start_run(
-        experiment_id=experiment_id,
-        run_name=run_name,
-        tags=dict(tags or {}),
-        parent_run_id=parent_run_id,
-    )
-    status = RunStatus.to_string(RunStatus.FAILED)
-    try:
-        yield active
-        stop_point()
-        status = RunStatus.to_string(RunStatus.FINISHED)
-    except (KeyboardInterrupt, Terminated):
-        status = RunStatus.to_string(RunStatus.KILLED)
-        raise
-    finally:
-        mlflow.end_run(status)
-        with contextlib.suppress(ValueError, TypeError):
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+    with interrupts.at_safe_points():
+        active = mlflow.start_run(
+            experiment_id=experiment_id,
+            run_name=run_name,
+            tags=dict(tags or {}),
+            parent_run_id=parent_run_id,
+        )
+        status = RunStatus.to_string(RunStatus.FAILED)
+        try:
+            yield active
+            interrupts.check()
+            status = RunStatus.to_string(RunStatus.FINISHED)
+        except (interrupts.Interrupted, KeyboardInterrupt) as exc:
+            status = RunStatus.to_string(RunStatus.KILLED)
+            if isinstance(exc, interrupts.Interrupted):
+                exc.run_id = active.info.run_id
+            raise
+        finally:
+            mlflow.end_run(status)

@@ -18,7 +18,8 @@ class Server:
     """A lean `mlflow server` on loopback over an existing store, for several writing processes.
 
     MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false and one worker: 2 processes and ~460 MB instead of
-    ~15 and 2.4 GB. It runs in its own process group so `stop` ends its workers too.
+    ~15 and 2.4 GB. It runs under `pipeline.tracking.guard` in its own process group, so `stop`
+    ends its workers too, and it ends with the process that started it, even on kill -9.
     """
 
     def __init__(
@@ -31,7 +32,9 @@ class Server:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 90.0) -> Server:
+        guard = [sys.executable, "-m", "pipeline.tracking.guard", str(os.getpid()), "--"]
         cmd = [
+            *guard,
             sys.executable,
             "-m",
             "mlflow",

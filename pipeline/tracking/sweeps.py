@@ -9,6 +9,14 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
 
+def find_parent(client: MlflowClient, experiment_id: str, name: str):
+    """The parent run of the sweep called `name`, or None."""
+    found = client.search_runs(
+        [experiment_id], f"tags.sweep = '{name}' and tags.sweep_role = 'parent'", max_results=1
+    )
+    return found[0] if found else None
+
+
 def create_parent(client: MlflowClient, experiment_id: str, *, name: str, command: str) -> str:
     """Create the sweep's parent run (left RUNNING until `finish_parent`); returns its id."""
     parent = client.create_run(

@@ -1,0 +1,107 @@
+"""Ctrl-C and SIGTERM, handled so that an interrupted command leaves a true account of itself.
+
+- `raising()`: entry points install it first; either signal then raises `Interrupted` at once
+  (SIGTERM's default would end the process with no word), so each entry point can say what it
+  left behind.
+- `at_safe_points()`: inside it a signal is only noted, and acted on where the code calls
+  `check()` (between training batches), never inside a write or one of MLflow's database calls,
+  where an exception could turn into an ordinary error. A second signal acts at once.
+- `deferred()`: inside it both signals are held back by the kernel and delivered when the block
+  ends: for the moment a group of finished files is renamed into place.
+Signals can only be handled in the main thread; elsewhere these do nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(BaseException):
+    """Ctrl-C or SIGTERM arrived. A BaseException, like KeyboardInterrupt: `except Exception`
+    does not swallow it. `run_id` names the MLflow run it ended, if any (set by
+    `pipeline.tracking.runs.run`)."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.run_id: str | None = None
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+
+_pending: list[int] = []  # signals noted inside `at_safe_points`, not yet acted on
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _raise_now(signum: int, frame: Any) -> None:
+    raise Interrupted(signum)
+
+
+def _note(signum: int, frame: Any) -> None:
+    _pending.append(signum)
+    if len(_pending) > 1:  # asked twice: stop now
+        check()
+
+
+@contextlib.contextmanager
+def _handlers(handler: Any) -> Iterator[None]:
+    if not _main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in SIGNALS}
+    for s in SIGNALS:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+
+
+def raising() -> contextlib.AbstractContextManager[None]:
+    """Either signal raises `Interrupted` at once, for the whole block."""
+    return _handlers(_raise_now)
+
+
+@contextlib.contextmanager
+def at_safe_points() -> Iterator[None]:
+    """Signals are noted and raised as `Interrupted` at the next `check()` (a second one at
+    once). Whatever is still pending when the block ends is left for `take()` or `check()`."""
+    _pending.clear()
+    with _handlers(_note):
+        yield
+
+
+def check() -> None:
+    """A safe point: raise `Interrupted` if a signal was noted."""
+    if _pending:
+        signum = _pending[0]
+        _pending.clear()
+        raise Interrupted(signum)
+
+
+def take() -> int | None:
+    """The signal noted and not yet acted on, if any; clears it (the caller acts on it)."""
+    signum = _pending[0] if _pending else None
+    _pending.clear()
+    return signum
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Hold both signals back during a short block; the kernel delivers them when it ends."""
+    if not _main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
