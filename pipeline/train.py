@@ -131,8 +131,7 @@ def train_and_log(
             weights.write_bytes(contents[outputs.weights])
             _log_artifacts(staged, trained, test, batches_per_epoch, config_yaml)
             if log_model:
-                example = plan.test_natural.x[:2].astype(np.float64)  # the signature's dtype
-                pyfunc.log_model(weights, input_example=example)
+                pyfunc.log_model(weights)
         interrupts.check()  # the last moment an interruption leaves the outputs as they were
         write_together(contents)
         late = interrupts.take()  # the work is complete: the run ends FINISHED regardless
