@@ -1,11 +1,12 @@
-"""The vectorised network against independent oracles: the paper's loops, finite differences,
-hand-worked arrays."""
+"""The vectorised network against independent oracles: the paper's loops, finite differences
+(per layer against a random upstream gradient, and for the whole network), hand-worked arrays."""
 
 from __future__ import annotations
 
 import numpy as np
 import paper_loops
 import pytest
+from gradient_check import eval_numerical_gradient, eval_numerical_gradient_array, rel_error
 
 from pipeline.model import cnn
 
@@ -97,9 +98,111 @@ def test_batch_gradient_is_mean_of_vectorised_per_sample_gradients(params):
         )
 
 
-# --------------------------------------------------------------------------- finite differences
+# --------------------------------------------------------------------------- per-layer gradients
+# CS231n style: a seeded random upstream gradient dout, f(x) = sum(forward(x) * dout), and each
+# backward op's result against central differences of f in float64. Sizes are small and
+# unequal (C != Q, H != W, KH != KW, N > 1) so that a swapped axis cannot pass.
+
+TOL = 1e-7  # largest elementwise relative error, `rel_error`
 
 
+def rows_layout(a: np.ndarray) -> np.ndarray:
+    """The same values as a (C, H, W, N) array laid out (H, C, W, N), as the network's are."""
+    return np.ascontiguousarray(a.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+
+
+@pytest.mark.parametrize("layout", ["C", "rows"])
+def test_conv_backward_against_finite_differences(layout):
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((2, 7, 9, 3))  # (C, H, W, N)
+    k = 0.5 * rng.standard_normal((2, 3, 3, 4))  # (C, Q, KH, KW)
+    b = rng.standard_normal(3)  # (Q,)
+    dout = rng.standard_normal((3, 5, 6, 3))  # (Q, OH, OW, N), upstream gradient of a
+    a, cache = cnn.conv_sigmoid_forward(x, k, b)
+    dz = dout * a * (1 - a)  # through the sigmoid, eq. (37)
+    dz = np.ascontiguousarray(dz) if layout == "C" else rows_layout(dz)
+    dx, dk, db = cnn.conv_backward(dz, cache, k)
+
+    def forward_of(x_, k_, b_):
+        return cnn.conv_sigmoid_forward(x_, k_, b_)[0]
+
+    num_dx = eval_numerical_gradient_array(lambda v: forward_of(v, k, b), x, dout)
+    num_dk = eval_numerical_gradient_array(lambda v: forward_of(x, v, b), k, dout)
+    num_db = eval_numerical_gradient_array(lambda v: forward_of(x, k, v), b, dout)
+    assert rel_error(dx, num_dx) < TOL  # full_conv, eq. (51)
+    assert rel_error(dk, num_dk) < TOL  # eqs. (40), (59)
+    assert rel_error(db, num_db) < TOL  # eqs. (45), (64)
+    # The first layer skips dx; dk and db do not change.
+    no_dx, dk1, db1 = cnn.conv_backward(dz, cache, k, need_dx=False)
+    assert no_dx is None
+    np.testing.assert_array_equal(dk1, dk)
+    np.testing.assert_array_equal(db1, db)
+
+
+def test_pool_backward_against_finite_differences():
+    rng = np.random.default_rng(11)
+    c = rng.standard_normal((3, 6, 8, 2))  # (Q, H, W, N)
+    dout = rng.standard_normal((3, 3, 4, 2))  # (Q, H/2, W/2, N)
+    num = eval_numerical_gradient_array(cnn.pool_forward, c, dout)
+    assert rel_error(cnn.pool_backward(dout), num) < TOL  # eq. (32)
+
+
+@pytest.mark.parametrize("layout", ["C", "rows"])
+def test_pool_sigmoid_backward_against_finite_differences(layout):
+    rng = np.random.default_rng(12)
+    z = rng.standard_normal((3, 6, 8, 2))  # (Q, H, W, N), before the sigmoid
+    dout = rng.standard_normal((3, 3, 4, 2))  # (Q, H/2, W/2, N)
+    a = cnn.sigmoid(z)
+    a = np.ascontiguousarray(a) if layout == "C" else rows_layout(a)
+    num = eval_numerical_gradient_array(lambda v: cnn.pool_forward(cnn.sigmoid(v)), z, dout)
+    assert rel_error(cnn.pool_sigmoid_backward(dout, a), num) < TOL  # eqs. (32)+(37)
+
+
+def test_fc_backward_against_finite_differences():
+    rng = np.random.default_rng(13)
+    f = rng.standard_normal((7, 4))  # (F, N)
+    W = 0.5 * rng.standard_normal((5, 7))
+    b = rng.standard_normal(5)
+    dout = rng.standard_normal((5, 4))  # upstream gradient of yhat
+    yhat = cnn.fc_forward(f, W, b)
+    dy = dout * yhat * (1 - yhat)  # through the sigmoid, as eq. (17)
+    dW, db, df = cnn.fc_backward(dy, f, W)
+    num_dW = eval_numerical_gradient_array(lambda v: cnn.fc_forward(f, v, b), W, dout)
+    num_db = eval_numerical_gradient_array(lambda v: cnn.fc_forward(f, W, v), b, dout)
+    num_df = eval_numerical_gradient_array(lambda v: cnn.fc_forward(v, W, b), f, dout)
+    assert rel_error(dW, num_dW) < TOL  # eq. (19)
+    assert rel_error(db, num_db) < TOL  # eq. (24)
+    assert rel_error(df, num_df) < TOL  # eq. (30)
+
+
+def test_loss_and_delta_against_finite_differences():
+    # The loss is the scalar itself (no upstream gradient): dy is its gradient with respect to
+    # the FC layer's input to the sigmoid, eqs. (17)/(23), batch mean included.
+    rng = np.random.default_rng(14)
+    z = rng.standard_normal((10, 4))  # (10, N) before the sigmoid
+    y = np.eye(10)[:, rng.integers(0, 10, 4)]  # (10, N) one-hot columns
+    loss, dy = cnn.loss_and_delta(cnn.sigmoid(z), y)
+    num = eval_numerical_gradient(lambda v: cnn.loss_and_delta(cnn.sigmoid(v), y)[0], z)
+    assert rel_error(dy, num) < TOL
+    e = cnn.sigmoid(z) - y
+    assert loss == pytest.approx(0.5 * np.sum(e**2) / 4, rel=1e-14)  # eq. (13), batch mean
+
+
+def test_unflatten_is_the_gradient_of_flatten():
+    # flatten permutes entries, so its backward is its inverse: eqs. (11) and (31).
+    rng = np.random.default_rng(15)
+    s = rng.standard_normal((3, 4, 5, 2))  # (Q, H, W, N)
+    dout = rng.standard_normal((60, 2))  # (Q*H*W, N)
+    num = eval_numerical_gradient_array(cnn.flatten, s, dout)
+    assert rel_error(cnn.unflatten(dout, 3, 4, 5), num) < TOL
+    np.testing.assert_array_equal(cnn.unflatten(cnn.flatten(s), 3, 4, 5), s)
+    np.testing.assert_array_equal(cnn.flatten(cnn.unflatten(dout, 3, 4, 5)), dout)
+
+
+# --------------------------------------------------------------------------- whole network
+
+
+@pytest.mark.slow
 def test_central_finite_differences_every_parameter(params):
     x, y = random_batch(5, 2)
     _, g = cnn.loss_and_grads(params, x, y)
@@ -117,7 +220,19 @@ def test_central_finite_differences_every_parameter(params):
         assert rel < 1e-6, (name, rel)
 
 
-# --------------------------------------------------------------------------- hand-worked
+# --------------------------------------------------------------------------- hand-worked and layout
+
+
+def test_conv_output_is_a_transposed_view_of_per_row_products():
+    # The layout `ConvCache.a` documents: (Q, OH, OW, N) over (OH, Q, OW, N) memory, the order in
+    # which the per-row products come out (so the sigmoid needs no reordering pass).
+    rng = np.random.default_rng(16)
+    a, cache = cnn.conv_sigmoid_forward(
+        rng.random((2, 9, 9, 3)), rng.random((2, 4, 5, 5)), rng.random(4)
+    )
+    assert a.shape == (4, 5, 5, 3) and cache.a is a
+    assert a.transpose(1, 0, 2, 3).flags.c_contiguous
+    assert cache.cols.shape == (5, 2 * 25 + 1, 5 * 3) and cache.cols.flags.c_contiguous
 
 
 def test_true_convolution_orientation():
