@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import paper_loops
 import pytest
+from cnn_helpers import count_params, loss_and_grads, sigmoid
 from gradient_check import eval_numerical_gradient, eval_numerical_gradient_array, rel_error
 
 from pipeline.model import cnn
@@ -71,7 +72,7 @@ def test_forward_equals_paper_loops(params, oracle):
 
 def test_batch_gradients_equal_mean_of_paper_per_sample_gradients(params, oracle):
     x, y, _, grads = oracle
-    _, g = cnn.loss_and_grads(params, x, y)
+    _, g = loss_and_grads(params, x, y)
     for name in cnn.PARAM_NAMES:
         expected = np.mean([np.asarray(gs[name]) for gs in grads], axis=0)
         np.testing.assert_allclose(g[name], expected, rtol=1e-12, atol=1e-12, err_msg=name)
@@ -80,7 +81,7 @@ def test_batch_gradients_equal_mean_of_paper_per_sample_gradients(params, oracle
 def test_batch_size_one_is_the_papers_update(params, oracle):
     x, y, _, grads = oracle
     lr = 0.7
-    _, g = cnn.loss_and_grads(params, x[:1], y[:1])
+    _, g = loss_and_grads(params, x[:1], y[:1])
     new = cnn.sgd_update(params, g, lr)
     for name in cnn.PARAM_NAMES:  # eqs. (65)-(70) with the loops' gradient
         expected = params[name] - lr * np.asarray(grads[0][name])
@@ -89,8 +90,8 @@ def test_batch_size_one_is_the_papers_update(params, oracle):
 
 def test_batch_gradient_is_mean_of_vectorised_per_sample_gradients(params):
     x, y = random_batch(4, 7)
-    loss, g = cnn.loss_and_grads(params, x, y)
-    singles = [cnn.loss_and_grads(params, x[i : i + 1], y[i : i + 1]) for i in range(7)]
+    loss, g = loss_and_grads(params, x, y)
+    singles = [loss_and_grads(params, x[i : i + 1], y[i : i + 1]) for i in range(7)]
     assert loss == pytest.approx(np.mean([s[0] for s in singles]), rel=1e-13)
     for name in cnn.PARAM_NAMES:
         np.testing.assert_allclose(
@@ -152,9 +153,9 @@ def test_pool_sigmoid_backward_against_finite_differences(layout):
     rng = np.random.default_rng(12)
     z = rng.standard_normal((3, 6, 8, 2))  # (Q, H, W, N), before the sigmoid
     dout = rng.standard_normal((3, 3, 4, 2))  # (Q, H/2, W/2, N)
-    a = cnn.sigmoid(z)
+    a = sigmoid(z)
     a = np.ascontiguousarray(a) if layout == "C" else rows_layout(a)
-    num = eval_numerical_gradient_array(lambda v: cnn.pool_forward(cnn.sigmoid(v)), z, dout)
+    num = eval_numerical_gradient_array(lambda v: cnn.pool_forward(sigmoid(v)), z, dout)
     assert rel_error(cnn.pool_sigmoid_backward(dout, a), num) < TOL  # eqs. (32)+(37)
 
 
@@ -181,10 +182,10 @@ def test_loss_and_delta_against_finite_differences():
     rng = np.random.default_rng(14)
     z = rng.standard_normal((10, 4))  # (10, N) before the sigmoid
     y = np.eye(10)[:, rng.integers(0, 10, 4)]  # (10, N) one-hot columns
-    loss, dy = cnn.loss_and_delta(cnn.sigmoid(z), y)
-    num = eval_numerical_gradient(lambda v: cnn.loss_and_delta(cnn.sigmoid(v), y)[0], z)
+    loss, dy = cnn.loss_and_delta(sigmoid(z), y)
+    num = eval_numerical_gradient(lambda v: cnn.loss_and_delta(sigmoid(v), y)[0], z)
     assert rel_error(dy, num) < TOL
-    e = cnn.sigmoid(z) - y
+    e = sigmoid(z) - y
     assert loss == pytest.approx(0.5 * np.sum(e**2) / 4, rel=1e-14)  # eq. (13), batch mean
 
 
@@ -205,16 +206,16 @@ def test_unflatten_is_the_gradient_of_flatten():
 @pytest.mark.slow
 def test_central_finite_differences_every_parameter(params):
     x, y = random_batch(5, 2)
-    _, g = cnn.loss_and_grads(params, x, y)
+    _, g = loss_and_grads(params, x, y)
     h = 1e-5
     for name in cnn.PARAM_NAMES:
         num = np.empty_like(params[name])
         for i in np.ndindex(params[name].shape):
             p = {k: v.copy() for k, v in params.items()}
             p[name][i] += h
-            lp = cnn.loss_and_grads(p, x, y)[0]
+            lp = loss_and_grads(p, x, y)[0]
             p[name][i] -= 2 * h
-            lm = cnn.loss_and_grads(p, x, y)[0]
+            lm = loss_and_grads(p, x, y)[0]
             num[i] = (lp - lm) / (2 * h)
         rel = np.linalg.norm(g[name] - num) / (np.linalg.norm(g[name]) + np.linalg.norm(num))
         assert rel < 1e-6, (name, rel)
@@ -242,11 +243,11 @@ def test_true_convolution_orientation():
     k = np.zeros((1, 1, 5, 5))
     k[0, 0, 0, 0] = 1.0
     a, _ = cnn.conv_sigmoid_forward(img, k, np.zeros(1))
-    assert a[0, 0, 0, 0] == cnn.sigmoid(np.float64(24.0))
+    assert a[0, 0, 0, 0] == sigmoid(np.float64(24.0))
     k = np.zeros((1, 1, 5, 5))
     k[0, 0, 1, 3] = 2.0  # u = -1, v = +1: I(i+1, j-1) -> pixel (3, 1) = 16
     a, _ = cnn.conv_sigmoid_forward(img, k, np.full(1, 0.5))
-    assert a[0, 0, 0, 0] == cnn.sigmoid(np.float64(2 * 16 + 0.5))
+    assert a[0, 0, 0, 0] == sigmoid(np.float64(2 * 16 + 0.5))
 
 
 def test_mean_pooling_hand_worked():
@@ -296,7 +297,7 @@ def test_full_convolution_matches_padded_valid_correlation():
 def test_init_shapes_bounds_and_count():
     p = cnn.init_params(np.random.default_rng(0), np.float32)
     assert {k: v.shape for k, v in p.items()} == cnn.SHAPES
-    assert cnn.count_params(p) == cnn.N_PARAMS == 3898
+    assert count_params(p) == cnn.N_PARAMS == 3898
     assert all(v.dtype == np.float32 for v in p.values())
     for name, fan in (("k1", 7 * 25), ("k2", 18 * 25), ("W", 202)):
         bound = np.sqrt(6 / fan)
@@ -312,15 +313,15 @@ def test_loss_at_init_is_near_the_half_output_value(seed):
     # With every output at 1/2 the loss is 1/2 (9/4 + 1/4) = 1.25. On MNIST, seeds 0-4 give
     # 1.13-1.48 at init (the random W shifts the outputs); random images give the same.
     p = cnn.init_params(np.random.default_rng(seed))
-    loss, _ = cnn.loss_and_grads(p, *random_batch(seed, 50))
+    loss, _ = loss_and_grads(p, *random_batch(seed, 50))
     assert 1.0 <= loss <= 1.8
 
 
 def test_one_step_lowers_the_loss_on_its_batch():
     p = cnn.init_params(np.random.default_rng(0))
     x, y = random_batch(7, 50)
-    loss, g = cnn.loss_and_grads(p, x, y)
-    after, _ = cnn.loss_and_grads(cnn.sgd_update(p, g, 1.0), x, y)
+    loss, g = loss_and_grads(p, x, y)
+    after, _ = loss_and_grads(cnn.sgd_update(p, g, 1.0), x, y)
     assert after < loss
 
 
@@ -328,8 +329,8 @@ def test_float32_agrees_with_float64_after_a_step():
     p64 = cnn.init_params(np.random.default_rng(0), np.float64)
     p32 = cnn.init_params(np.random.default_rng(0), np.float32)
     x, y = random_batch(8, 20)
-    l64, g64 = cnn.loss_and_grads(p64, x, y)
-    l32, g32 = cnn.loss_and_grads(p32, x.astype(np.float32), y.astype(np.float32))
+    l64, g64 = loss_and_grads(p64, x, y)
+    l32, g32 = loss_and_grads(p32, x.astype(np.float32), y.astype(np.float32))
     assert l32 == pytest.approx(l64, rel=1e-5)
     n64, n32 = cnn.sgd_update(p64, g64, 1.0), cnn.sgd_update(p32, g32, 1.0)
     for name in cnn.PARAM_NAMES:

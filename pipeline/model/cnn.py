@@ -86,22 +86,12 @@ def init_params(rng: np.random.Generator, dtype: type = np.float64) -> Params:
     }
 
 
-def count_params(params: Params) -> int:
-    """Total number of scalars in `params` (3,898 for this network, section 1.1)."""
-    return sum(p.size for p in params.values())
-
-
 # --------------------------------------------------------------------------- elementwise
 
 
-def sigmoid(z: np.ndarray) -> np.ndarray:
-    """σ(z) = 1 / (1 + exp(-z)), eq. (4); overflow of exp(-z) correctly gives 0."""
-    with np.errstate(over="ignore"):
-        return 1.0 / (1.0 + np.exp(-z))
-
-
 def _sigmoid_of_negated_(zneg: np.ndarray) -> np.ndarray:
-    """In place: zneg (holding -z) becomes σ(z). Three passes, no temporaries."""
+    """In place: zneg (holding -z) becomes σ(z) = 1 / (1 + exp(-z)), eq. (4). Three passes, no
+    temporaries; an overflow of exp(-z) correctly gives 0."""
     with np.errstate(over="ignore"):
         np.exp(zneg, out=zneg)
     zneg += 1.0
@@ -409,13 +399,6 @@ def backward(
     _, dk1, db1 = conv_backward(dz1, cache.c1, params["k1"], need_dx=False)  # eqs. (59), (64)
     lap("conv1_bwd")
     return loss, {"k1": dk1, "b1": db1, "k2": dk2, "b2": db2, "W": dW, "b": db}
-
-
-def loss_and_grads(params: Params, x: np.ndarray, y: np.ndarray) -> tuple[float, Params]:
-    """Batch-mean loss, eq. (13), and its gradients, eqs. (14)-(64), for images x (N, 28, 28)
-    and one-hot targets y (N, 10)."""
-    _, cache = forward(params, x)
-    return backward(params, cache, y)
 
 
 def sgd_update(params: Params, grads: Params, lr: float) -> Params:
