@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 import pytest
+from cnn_helpers import loss_and_grads
 from numpy.lib.stride_tricks import sliding_window_view
 
 from pipeline.model import cnn, inference, sgd
@@ -70,7 +71,7 @@ def test_partial_last_batch_is_a_smaller_batch_with_its_own_mean():
     p = params
     for start, loss in zip((0, 10, 20), res.batch_losses, strict=True):
         idx = perm[start : start + 10]  # the last one holds 3 samples
-        batch_loss, g = cnn.loss_and_grads(p, x[idx], y[idx])
+        batch_loss, g = loss_and_grads(p, x[idx], y[idx])
         assert batch_loss == loss
         p = cnn.sgd_update(p, g, 0.5)
     for name in cnn.PARAM_NAMES:
@@ -153,7 +154,7 @@ def test_step_is_forward_backward_update_and_skips_a_non_finite_loss():
     x, y = templates_data(7, 6)
     laps = []
     out = sgd.step(p, x, y, 0.5, laps.append)
-    loss, grads = cnn.loss_and_grads(p, x, y)
+    loss, grads = loss_and_grads(p, x, y)
     assert out.loss == loss and laps[-1] == "sgd" and "conv1_fwd" in laps
     np.testing.assert_array_equal(out.yhat, cnn.forward(p, x)[0])
     for name in cnn.PARAM_NAMES:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from cnn_helpers import count_params, sigmoid
 
 from pipeline.model import cnn, sgd, toolbox
 
@@ -123,7 +124,7 @@ def test_shapes_and_dtype_match_cnn_init_params(dtype):
     for name in theirs:
         assert ours[name].shape == theirs[name].shape
         assert ours[name].dtype == theirs[name].dtype
-    assert cnn.count_params(ours) == cnn.N_PARAMS
+    assert count_params(ours) == cnn.N_PARAMS
 
 
 def test_float32_is_float64_rounded_once():
@@ -232,7 +233,7 @@ def test_toolbox_convn_is_our_conv(seed0):
     x = np.random.default_rng(5).random((1, 12, 12))  # (N, H, W)
     a, _ = cnn.conv_sigmoid_forward(cnn.to_internal(x, np.float64), params["k1"], params["b1"])
     for j in range(6):
-        expected = cnn.sigmoid(convn_valid_loops(x[0], params["k1"][0, j]))  # (8, 8)
+        expected = sigmoid(convn_valid_loops(x[0], params["k1"][0, j]))  # (8, 8)
         np.testing.assert_allclose(a[j, :, :, 0], expected, rtol=0, atol=1e-14)
 
 

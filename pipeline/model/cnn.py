@@ -12,13 +12,19 @@ Parameters (fixed names, paper symbols): ``k1`` (1, 6, 5, 5) = k^1_{1,p}; ``b1``
 the paper: true convolution, eq. (5) and (8), i.e. the kernel flipped relative to
 cross-correlation.
 
-Layout: public functions take images (N, 28, 28) and return (N, 10). Internally every activation
-is batch-innermost, (C, H, W, N): a window copy then moves contiguous runs of W*N values, the
-pooling adds contiguous runs, and each convolution is one batched matrix product (one matrix per
-output row) whose sigmoid writes the next layer's layout directly. The convolution layer is a
-pure ``conv_sigmoid_forward(x, k, b) -> (a, cache)`` / ``conv_backward(dz, cache, k)`` pair;
-pooling, flatten and the FC layer need nothing cached beyond their inputs and outputs. The dtype
-of the parameters (float32 or float64) is the dtype of all the arithmetic.
+Layout: public functions take images (N, 28, 28) and return (N, 10). Internally every map array
+has shape (C, H, W, N), batch innermost: each (W, N) row is one contiguous run, so a window copy
+moves runs of OW*N values and the pooling adds runs of W*N. The order of the two outer axes in
+memory varies. Each convolution is one batched matrix product with one matrix per output row, so
+its sigmoid output is a transposed view of an (H, C, W, N) C-contiguous array (no pass to reorder
+it), and what is computed from it elementwise (the pooled maps, the errors dz) keeps that memory
+order; the input (`to_internal`), `full_conv`'s dx and `unflatten`'s output are C-contiguous
+(C, H, W, N). Functions index by shape only: their reshapes split axes (always a view) or merge
+them (a copy where the memory order needs one), so no result depends on the order. The
+convolution layer is a pure ``conv_sigmoid_forward(x, k, b) -> (a, cache)`` /
+``conv_backward(dz, cache, k)`` pair; pooling, flatten and the FC layer need nothing cached
+beyond their inputs and outputs. The dtype of the parameters (float32 or float64) is the dtype of
+all the arithmetic.
 
 Determinism: no step depends on timing or on addresses; the matrix products depend on the BLAS
 thread count. With one BLAS thread (``OPENBLAS_NUM_THREADS=1``: exported by the Makefile, set by
@@ -33,7 +39,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided, sliding_window_view
+from numpy.lib.stride_tricks import sliding_window_view
 
 Params = dict[str, np.ndarray]
 Lap = Callable[[str], None]  # called after each stage with its name (profiling hook)
@@ -52,7 +58,7 @@ N_PARAMS = 3898  # (25 + 1) * 6 + (25 * 6 + 1) * 12 + 10 * 192 + 10, section 1.1
 
 
 def no_lap(_: str) -> None:
-    pass
+    """The default `Lap`: no profiling."""
 
 
 # --------------------------------------------------------------------------- initialisation
@@ -86,22 +92,12 @@ def init_params(rng: np.random.Generator, dtype: type = np.float64) -> Params:
     }
 
 
-def count_params(params: Params) -> int:
-    """Total number of scalars in `params` (3,898 for this network, section 1.1)."""
-    return sum(p.size for p in params.values())
-
-
 # --------------------------------------------------------------------------- elementwise
 
 
-def sigmoid(z: np.ndarray) -> np.ndarray:
-    """σ(z) = 1 / (1 + exp(-z)), eq. (4); overflow of exp(-z) correctly gives 0."""
-    with np.errstate(over="ignore"):
-        return 1.0 / (1.0 + np.exp(-z))
-
-
 def _sigmoid_of_negated_(zneg: np.ndarray) -> np.ndarray:
-    """In place: zneg (holding -z) becomes σ(z). Three passes, no temporaries."""
+    """In place: zneg (holding -z) becomes σ(z) = 1 / (1 + exp(-z)), eq. (4). Three passes, no
+    temporaries; an overflow of exp(-z) correctly gives 0."""
     with np.errstate(over="ignore"):
         np.exp(zneg, out=zneg)
     zneg += 1.0
@@ -112,8 +108,8 @@ def _sigmoid_of_negated_(zneg: np.ndarray) -> np.ndarray:
 
 
 class ConvCache(NamedTuple):
-    cols: np.ndarray  # (OH, C*KH*KW + 1, OW*N) input windows and a row of ones, see `im2col`
-    a: np.ndarray  # (Q, OH, OW, N) sigmoid output of the layer
+    cols: np.ndarray  # (OH, C*KH*KW + 1, OW*N) C-contiguous: input windows, a row of ones
+    a: np.ndarray  # (Q, OH, OW, N) sigmoid output, laid out (OH, Q, OW, N): a transposed view
 
 
 def im2col(x: np.ndarray, kh: int, kw: int) -> np.ndarray:
@@ -145,8 +141,10 @@ def conv_sigmoid_forward(
     True convolution: out(i, j) = sum_{u,v} x(i-u, j-v) k(u, v), u, v = -2..2, which on 'valid'
     windows is cross-correlation with the kernel rotated 180 degrees.
 
-    Inputs: x (C, H, W, N); k (C, Q, KH, KW); b (Q,).
-    Returns: a (Q, OH, OW, N) and its cache.
+    Inputs: x (C, H, W, N), any order of the outer axes as long as (W, N) rows are contiguous;
+    k (C, Q, KH, KW); b (Q,).
+    Returns: a (Q, OH, OW, N), a transposed view of an (OH, Q, OW, N) C-contiguous array, and the
+    cache (which holds the same `a`).
     """
     c, q, kh, kw = k.shape
     _, h, w, n = x.shape
@@ -156,12 +154,10 @@ def conv_sigmoid_forward(
     kmat = np.empty((q, c * kh * kw + 1), k.dtype)
     kmat[:, :-1] = -k[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(q, c * kh * kw)
     kmat[:, -1] = -b
-    zneg = kmat @ cols  # (OH, Q, OW*N)
-    # exp writes its result in (Q, OH, OW*N) order: the transpose costs no extra pass.
-    with np.errstate(over="ignore"):
-        a = np.exp(zneg.transpose(1, 0, 2))  # (Q, OH, OW*N) = exp(-z)
-    a += 1.0
-    a = np.reciprocal(a, out=a).reshape(q, oh, ow, n)  # σ(z), (Q, OH, OW, N)
+    zneg = kmat @ cols  # (OH, Q, OW*N), C-contiguous: one product per output row
+    # σ in place, then only the view is transposed: no pass over memory to reorder the maps.
+    a = _sigmoid_of_negated_(zneg).transpose(1, 0, 2)  # (Q, OH, OW*N), memory (OH, Q, OW*N)
+    a = a.reshape(q, oh, ow, n)  # (Q, OH, OW, N): splits the contiguous last axis, a view
     return a, ConvCache(cols=cols, a=a)
 
 
@@ -173,17 +169,19 @@ def conv_backward(
     dk_{p,q} = rot180(x_p) * dz_q, eqs. (36)-(40) and (56)-(59); db_q = sum dz_q, eqs. (45) and
     (64); dx_p = sum_q dz_q * rot180(k_{p,q}) as a 'full' convolution, eqs. (49)-(51).
 
-    Inputs: dz (Q, OH, OW, N), eq. (37) / (57); cache from `conv_sigmoid_forward`;
-    k (C, Q, KH, KW); need_dx: False skips dx (the first layer needs no input gradient).
-    Returns: dx (C, H, W, N) or None; dk (C, Q, KH, KW); db (Q,).
+    Inputs: dz (Q, OH, OW, N), eq. (37) / (57), with contiguous (OW, N) rows, either order of the
+    outer axes; cache from `conv_sigmoid_forward`; k (C, Q, KH, KW); need_dx: False skips dx (the
+    first layer needs no input gradient).
+    Returns: dx (C, H, W, N) C-contiguous, or None; dk (C, Q, KH, KW); db (Q,).
     """
     c, q, kh, kw = k.shape
     _, oh, ow, n = dz.shape
-    dz_rows = dz.reshape(q, oh, ow * n).transpose(1, 0, 2)  # (OH, Q, OW*N), a view
+    # (Q, OH, OW*N) merges the contiguous (OW, N): a view; transposed: (OH, Q, OW*N), a view.
+    dz_rows = dz.reshape(q, oh, ow * n).transpose(1, 0, 2)
     # One product per output row, summed: [d rot180(k) | db] thanks to the row of ones.
     dkb = (dz_rows @ cache.cols.transpose(0, 2, 1)).sum(axis=0)  # (Q, C*KH*KW + 1)
     # cols holds windows of x: rotate the cross-correlation gradient back to the kernel's.
-    dk = dkb[:, :-1].reshape(q, c, kh, kw).transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
+    dk = dkb[:, :-1].reshape(q, c, kh, kw).transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]  # (C, Q, KH, KW)
     dx = full_conv(dz, k) if need_dx else None
     return dx, np.ascontiguousarray(dk), dkb[:, -1].copy()  # (C, Q, KH, KW), (Q,)
 
@@ -209,33 +207,33 @@ def full_conv(dz: np.ndarray, k: np.ndarray) -> np.ndarray:
     """Error on the input maps: dx_p = sum_q dz_q * rot180(k_{p,q}), 'full' size, eqs. (49)-(51).
 
     In cross-correlation form, dx[p, s, t] = sum_{q,r,u} dz[q, r, u] kc[q, p, s-r, t-u] with
-    kc = rot180(k) (the forward pass's kernel), zero outside 0 <= s-r < KH, 0 <= t-u < KW.
-    Rows are done by one product with a banded matrix (it contracts q and r), columns by an
-    overlap-add of KW shifted copies, summed through a skewed strided view. No Python loop, no
-    window copy, and every intermediate is small (1/5 of a per-tap col2im canvas).
+    kc[q, p, i, j] = k[p, q, KH-1-i, KW-1-j] (the forward pass's kernel, `kmat` without its
+    sign), zero outside 0 <= s-r < KH, 0 <= t-u < KW. Rows are done by one product with a banded
+    matrix (it contracts q and r, for every column tap j at once), columns by adding the KW taps'
+    shares into dx, tap j shifted j columns right: an overlap-add of plain slices. Every
+    intermediate is small (1/5 of a per-tap col2im canvas) and there is no window copy.
 
-    Inputs: dz (Q, OH, OW, N); k (C, Q, KH, KW).
-    Returns: dx (C, OH+KH-1, OW+KW-1, N).
+    Inputs: dz (Q, OH, OW, N) with contiguous (OW, N) rows; k (C, Q, KH, KW).
+    Returns: dx (C, OH+KH-1, OW+KW-1, N), C-contiguous.
     """
     c, q, kh, kw = k.shape
     _, oh, ow, n = dz.shape
     h, w = oh + kh - 1, ow + kw - 1
     k_and_zero = np.concatenate((k.ravel(), np.zeros(1, k.dtype)))  # keeps k's dtype
     band = k_and_zero[_band_index(c, q, kh, kw, oh)]  # (KW*C*H, Q*OH)
-    # canvas[j, p, s, :OW] = sum_{q,r} band[(j, p, s), (q, r)] dz[q, r]: column tap j's share,
-    # not yet shifted; KW-1 zero columns on the right absorb the shifts below.
-    canvas = np.empty((kw, c, h, w, n), dz.dtype)
-    canvas[:, :, :, ow:] = 0.0
-    e = canvas.itemsize
-    data = as_strided(canvas, (kw * c * h, ow * n), (w * n * e, e))  # the [..., :OW, :] part
-    np.matmul(band, dz.reshape(q * oh, ow * n), out=data)  # (KW*C*H, OW*N)
-    # View element (j, p, s, t, n) as canvas[j, p, s, t-j, n]: stepping j moves one canvas on and
-    # one column back. When t-j < 0 the address falls in the previous row's (or the previous
-    # canvas's last row's) zero columns; t-j >= OW is in this row's zero columns. Canvas j = 0 is
-    # never shifted, so no address leaves the buffer.
-    sj, sp, ss, st, sn = canvas.strides
-    shifted = as_strided(canvas, canvas.shape, (sj - st, sp, ss, st, sn), writeable=False)
-    return shifted.sum(axis=0)  # (C, H, W, N)
+    # (Q*OH, OW*N): a small copy when dz is laid out (OH, Q, OW, N), as the network's is.
+    dz_mat = dz.reshape(q * oh, ow * n)
+    # taps[j, p, s, u] = sum_{q,r} band[(j, p, s), (q, r)] dz[q, r, u]: column tap j's share of
+    # dx[p, s, u + j].
+    taps = (band @ dz_mat).reshape(kw, c, h, ow, n)  # (KW*C*H, OW*N) -> (KW, C, H, OW, N)
+    dx = np.empty((c, h, w, n), dz.dtype)
+    dx[:, :, :ow] = taps[0]
+    dx[:, :, ow:] = 0.0
+    # Tap by tap, as a sum over j starting from tap 0: the same additions, in the same order, as
+    # summing KW zero-padded shifted copies.
+    for j in range(1, kw):
+        dx[:, :, j : j + ow] += taps[j]  # (C, H, OW, N), runs of OW*N contiguous values
+    return dx
 
 
 # --------------------------------------------------------------------------- pooling
@@ -328,7 +326,7 @@ def loss_and_delta(yhat: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     Returns: loss = mean_n 1/2 sum_i (ŷ - y)^2; dy (10, N) = (ŷ - y) ŷ(1-ŷ) / N.
     """
     n = yhat.shape[1]
-    e = yhat - y  # (10, N)
+    e = yhat - y  # (10, N), ŷ - y
     loss = 0.5 * float(np.vdot(e, e)) / n
     dy = 1.0 - yhat
     dy *= yhat
@@ -409,13 +407,6 @@ def backward(
     _, dk1, db1 = conv_backward(dz1, cache.c1, params["k1"], need_dx=False)  # eqs. (59), (64)
     lap("conv1_bwd")
     return loss, {"k1": dk1, "b1": db1, "k2": dk2, "b2": db2, "W": dW, "b": db}
-
-
-def loss_and_grads(params: Params, x: np.ndarray, y: np.ndarray) -> tuple[float, Params]:
-    """Batch-mean loss, eq. (13), and its gradients, eqs. (14)-(64), for images x (N, 28, 28)
-    and one-hot targets y (N, 10)."""
-    _, cache = forward(params, x)
-    return backward(params, cache, y)
 
 
 def sgd_update(params: Params, grads: Params, lr: float) -> Params:
