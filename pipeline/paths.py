@@ -17,6 +17,9 @@ import yaml
 CODE_PATHS = ("pipeline", "conf", "dvc.yaml", "pyproject.toml", "requirements.lock")
 
 
+PROVENANCE = "provenance.json"  # in a raw data folder: where each file came from (fetch)
+
+
 def _output_names() -> dict[str, str]:
     text = (resources.files("pipeline") / "outputs.yaml").read_text(encoding="utf-8")
     return yaml.safe_load(text)["outputs"]

@@ -18,6 +18,7 @@ SIGTERM; the weights file is written, atomically, only after training succeeded.
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -67,6 +68,7 @@ def train_and_log(
     params: Mapping[str, Any],
     config_yaml: str,
     log_model: bool,
+    dataset: runs.DatasetInfo,
     parent_run_id: str | None = None,
 ) -> RunResult:
     """Train `plan` with SGD, evaluate on its test set, log one MLflow run, write `outputs`.
@@ -74,7 +76,8 @@ def train_and_log(
     Inputs: the plan (initial params, data, order); the schedule (lr, batch_size, epochs);
     test_each_epoch: also evaluate the test set after every epoch; where to write; the MLflow
     experiment, run name, tags, params (flat) and the configuration's text (an artifact);
-    log_model: also log the pyfunc model; parent_run_id: the sweep's parent run, if any.
+    log_model: also log the pyfunc model; dataset: the input, for MLflow's dataset tracking;
+    parent_run_id: the sweep's parent run, if any.
     Returns the run id, the training result and the test evaluation.
 
     Order, so that an interruption always leaves a true state: train and evaluate (Ctrl-C and
@@ -87,6 +90,7 @@ def train_and_log(
         run_id = r.info.run_id
         client = mlflow.MlflowClient()
         mlflow.log_params({**params, "train.batches_per_epoch": batches_per_epoch})
+        runs.log_dataset(dataset)
 
         pending: list[float] = []  # this epoch's batch losses, logged in one call per epoch
 
@@ -227,9 +231,10 @@ def _run(
         dtype=np.dtype(cfg.train.dtype),
         subset=cfg.data.subset,
     )
+    data_sha256 = sha256_file(prepared_path)
     tags = {
         "git_commit": paths.git_commit(Path.cwd()),
-        "data_sha256": sha256_file(prepared_path),
+        "data_sha256": data_sha256,
         "dataset": cfg.data.name,
         "seed": str(cfg.seed),
         "pipeline_version": pipeline.__version__,
@@ -250,8 +255,24 @@ def _run(
         params=runs.flatten(tree),
         config_yaml=yaml.safe_dump(dict(tree), sort_keys=False),
         log_model=cfg.tracking.log_model,
+        dataset=runs.DatasetInfo(
+            name=cfg.data.name,
+            path=prepared_path.resolve(),
+            sha256=data_sha256,
+            provenance=raw_provenance(Path(cfg.data.raw_dir) / paths.PROVENANCE),
+        ),
         parent_run_id=parent_run_id,
     )
+
+
+def raw_provenance(path: Path) -> str:
+    """Where the raw files came from, from fetch's provenance.json ("unknown" without it)."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        sources = sorted({f["source"] for f in record["files"].values()})
+    except (OSError, ValueError, KeyError, TypeError):
+        return "unknown"
+    return "; ".join(sources)
 
 
 def prepare_advice(dataset: str, params_file: Path = PARAMS_FILE) -> str:

@@ -44,6 +44,12 @@ def test_repro_logs_one_complete_run(repro_project, tiny_repro):
     assert t["dataset"] == "tiny" and t["seed"] == "0" and len(t["data_sha256"]) == 64
     # the committed project, clean although DVC rewrote its own outputs during the stage
     assert len(t["git_commit"]) == 40 and "dirty" not in t["git_commit"]
+    (used,) = run.inputs.dataset_inputs  # MLflow's dataset tracking: the UI's Dataset column
+    assert (used.dataset.name, used.dataset.digest) == ("tiny", t["data_sha256"][:36])
+    assert "data/prepared/tiny.npz" in used.dataset.source
+    tags = {tag.key: tag.value for tag in used.tags}
+    assert tags["mlflow.data.context"] == "training"
+    assert tags["provenance"] == "folder ../src (fetch.local_dir)"
     run_id = run.info.run_id
     client = project.client
     for key in ("train_loss", "val_loss", "val_error"):

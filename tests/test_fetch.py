@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 import synthetic
 
-from pipeline.data.fetching import PROVENANCE, FetchError, fetch
+from pipeline.data.fetching import FetchError, fetch
 from pipeline.data.mnist_pickle import load_arrays
 from pipeline.data.sources import gunzip
 from pipeline.files import DataError
+from pipeline.paths import PROVENANCE
 
 
 def options(*, network: bool, timeout_s: float = 10.0, **kw) -> dict:

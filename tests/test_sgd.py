@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 from cnn_helpers import loss_and_grads
@@ -141,12 +139,13 @@ def test_predict_error_rate_and_confusion_matrix():
     np.testing.assert_array_equal(cm, [[1, 1, 0], [0, 1, 0], [1, 0, 2]])  # rows = true labels
 
 
-def test_progress_bar_only_when_enabled():
-    quiet, loud = io.StringIO(), io.StringIO()
-    sgd.Progress(3, quiet).update(3, "x")  # a StringIO is not a terminal
-    sgd.Progress(3, loud, enabled=True).update(3, "done")
-    assert quiet.getvalue() == ""
-    assert "3/3 done" in loud.getvalue()
+def test_progress_bar_only_on_a_terminal_or_when_asked(capsys):
+    x, y = templates_data(4, 10)
+    p = cnn.init_params(np.random.default_rng(0))
+    sgd.train(p, x, y, epochs=1, batch_size=5, lr=1.0, order=lambda e: np.arange(10))
+    assert capsys.readouterr().err == ""  # pytest's stderr is not a terminal
+    sgd.train(p, x, y, epochs=1, batch_size=5, lr=1.0, order=lambda e: np.arange(10), progress=True)
+    assert "/2 [" in capsys.readouterr().err  # tqdm drew the bar (and cleared it at the end)
 
 
 def test_step_is_forward_backward_update_and_skips_a_non_finite_loss():

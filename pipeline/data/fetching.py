@@ -23,8 +23,7 @@ import pipeline
 from pipeline.data.manifest import FileSpec, Manifest
 from pipeline.data.sources import DirectorySource, MirrorSource, PypiPickleSource, Source
 from pipeline.files import DataError, atomic_write_bytes, sha256_bytes, sha256_file
-
-PROVENANCE = "provenance.json"
+from pipeline.paths import PROVENANCE
 
 
 class FetchError(DataError):

@@ -16,12 +16,12 @@ weights on the same machine (see `pipeline.runtime`).
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple, TextIO
+from typing import NamedTuple
 
 import numpy as np
+from tqdm import tqdm
 
 from pipeline.model import cnn
 from pipeline.model.inference import N_CLASSES, loss_and_error
@@ -73,27 +73,6 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)  # one metrics dict per epoch
 
 
-class Progress:
-    """A one-line progress bar on `stream`, drawn only when it is a terminal."""
-
-    def __init__(self, total: int, stream: TextIO | None = None, enabled: bool | None = None):
-        self.stream = sys.stderr if stream is None else stream
-        self.enabled = self.stream.isatty() if enabled is None else enabled
-        self.total, self.last_draw = total, 0.0
-
-    def update(self, done: int, text: str) -> None:
-        now = time.monotonic()
-        if not self.enabled or (now - self.last_draw < 0.1 and done < self.total):
-            return
-        self.last_draw = now
-        filled = 30 * done // max(self.total, 1)
-        bar = "#" * filled + "." * (30 - filled)
-        self.stream.write(f"\r[{bar}] {done}/{self.total} {text}")
-        if done >= self.total:
-            self.stream.write("\n")
-        self.stream.flush()
-
-
 def _check_permutation(perm: np.ndarray, n: int, epoch: int) -> np.ndarray:
     perm = np.asarray(perm)
     if perm.shape != (n,) or not np.array_equal(np.bincount(perm, minlength=n), np.ones(n)):
@@ -128,7 +107,7 @@ def train(
       and `<name>_error` (e.g. {"val": ...}, and the test set for a reproduction report).
     - on_batch(step, loss): after every update; step counts updates from 1, loss is the batch's
       loss before its update. on_epoch(epoch, metrics): after every epoch (epochs from 1).
-    - progress: draw a progress bar on stderr; None means only when stderr is a terminal.
+    - progress: draw a progress bar (tqdm) on stderr; None means only when it is a terminal.
 
     Returns: TrainResult with the final params, every batch's loss, and per-epoch metrics:
     train_loss and train_error are the sample-weighted means over the epoch's batches, each
@@ -142,7 +121,13 @@ def train(
         raise ValueError("batch_size must be >= 1 and epochs >= 0")
     labels = y.argmax(axis=1)
     batches_per_epoch = -(-n // batch_size)
-    bar = Progress(epochs * batches_per_epoch, enabled=progress)
+    bar = tqdm(
+        total=epochs * batches_per_epoch,
+        disable=None if progress is None else not progress,  # None: only on a terminal
+        unit="batch",
+        leave=False,
+        file=sys.stderr,
+    )
     losses = np.empty(epochs * batches_per_epoch)
     history: list[dict[str, float]] = []
     done = 0
@@ -160,11 +145,13 @@ def train(
             wrong += int(np.count_nonzero(yhat.argmax(axis=1) != labels[idx]))
             if on_batch is not None:
                 on_batch(done, loss)
-            bar.update(done, f"epoch {epoch}/{epochs} loss {loss:.4f}")
+            bar.set_postfix_str(f"epoch {epoch}/{epochs} loss {loss:.4f}", refresh=False)
+            bar.update()
         metrics = {"epoch": float(epoch), "train_loss": loss_sum / n, "train_error": wrong / n}
         for name, (x_e, y_e) in (evals or {}).items():
             metrics[f"{name}_loss"], metrics[f"{name}_error"] = loss_and_error(params, x_e, y_e)
         history.append(metrics)
         if on_epoch is not None:
             on_epoch(epoch, metrics)
+    bar.close()
     return TrainResult(params=params, batch_losses=losses[:done], history=history)

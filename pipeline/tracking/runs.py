@@ -7,7 +7,10 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -17,6 +20,31 @@ from mlflow.tracking import MlflowClient
 from pipeline import interrupts
 
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
+MAX_DIGEST = 36  # MLflow's limit on a dataset digest's length
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a run trained on, for MLflow's dataset tracking (the UI's Dataset column)."""
+
+    name: str  # data.name
+    path: Path  # the prepared file
+    sha256: str  # of the prepared file
+    provenance: str  # where the raw files came from (provenance.json's sources)
+
+
+def log_dataset(info: DatasetInfo, context: str = "training") -> None:
+    """Log `info` as the active run's input: name, digest (the sha256's first 36 hex digits,
+    MLflow's limit; the whole one is the `data_sha256` tag), source (the prepared file) and the
+    raw files' provenance as a tag."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    with warnings.catch_warnings():  # "can be interpreted in multiple ways": a local file
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(str(info.path))
+    dataset = MetaDataset(source=source, name=info.name, digest=info.sha256[:MAX_DIGEST])
+    mlflow.log_input(dataset, context=context, tags={"provenance": info.provenance[:500]})
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
