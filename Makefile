@@ -22,7 +22,10 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
+# conf/ is the source of the defaults: recompose params.yaml from it first (and say what
+# changed), so an edit in conf/ is what runs. `dvc repro` alone runs params.yaml as it is.
 repro: setup
+	$(BIN)/python -m pipeline.config
 	PATH=$(CURDIR)/$(BIN):$$PATH dvc repro
 	@$(BIN)/python -m pipeline.summary
 
@@ -36,6 +39,8 @@ reproduction: repro
 # The MLflow UI over the local store, lean: 2 processes and ~460 MB instead of ~15 and 2.4 GB.
 UI_PORT ?= 5000
 ui: setup
+	@$(BIN)/python -c "import socket, sys; sys.exit(socket.socket().connect_ex(('127.0.0.1', $(UI_PORT))) == 0)" \
+	  || { echo "port $(UI_PORT) is in use (a UI already running?): open http://127.0.0.1:$(UI_PORT), or UI_PORT=5001 make ui"; exit 1; }
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --workers 1 \
 	  --host 127.0.0.1 --port $(UI_PORT) --backend-store-uri sqlite:///$(CURDIR)/mlflow.db
 

@@ -190,6 +190,16 @@ def compose(overrides: list[str] | None = None, config_dir: Path = Path("conf"))
     return text
 
 
+def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two trees, as "key: old -> new"."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new), key=str)
+        return [
+            line for k in keys for line in changed_keys(old.get(k), new.get(k), f"{prefix}{k}.")
+        ]
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old} -> {new}"]
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m pipeline.config [overrides...]`: rewrite params.yaml from conf/."""
     parser = argparse.ArgumentParser(description=main.__doc__)
@@ -201,14 +211,18 @@ def main(argv: list[str] | None = None) -> int:
     enter_project()
     text = compose(args.overrides)
     current = PARAMS_FILE.read_text(encoding="utf-8") if PARAMS_FILE.exists() else None
-    if args.check:
-        if current != text:
-            print("params.yaml differs from the composition of conf/: run `make params`")
-            return 1
+    if current == text:
+        print("params.yaml is the composition of conf/: unchanged")
         return 0
-    if current != text:
-        atomic_write_bytes(PARAMS_FILE, text.encode())
-        print("params.yaml rewritten from conf/")
+    old = yaml.safe_load(current) if current else {}
+    changes = changed_keys(old, yaml.safe_load(text)) or ["(formatting only)"]
+    if args.check:
+        print("params.yaml differs from the composition of conf/ (`make params` rewrites it):")
+        print("\n".join(f"  {line}" for line in changes))
+        return 1
+    atomic_write_bytes(PARAMS_FILE, text.encode())
+    print("params.yaml rewritten from conf/:")
+    print("\n".join(f"  {line}" for line in changes))
     return 0
 
 
