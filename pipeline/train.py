@@ -11,7 +11,9 @@ job folder.
 The MLflow run gets: params as dotted keys; per-epoch train_loss, train_error, val_loss,
 val_error (step = epoch); per-batch `batch_loss` (step = global batch index from 1, loss before
 that batch's update); final test_loss, test_error; tags (git commit, data hash, dataset, seed,
-BLAS threads); artifacts (weights.npz, params.yaml, PNG figures) and the pyfunc model. It ends
+BLAS threads); artifacts (weights.npz, params.yaml, PNG figures, `predictions/test.csv`: one
+row per test image, actual and predicted label, for paired comparisons image by image) and the
+pyfunc model. It ends
 FINISHED only after all of that, FAILED on an error (divergence included), KILLED on Ctrl-C or
 SIGTERM; the weights file is written, atomically, only after training succeeded.
 """
@@ -118,7 +120,7 @@ def train_and_log(
 
         runs.stop_point()  # a signal during evaluation: no weights, run KILLED
         write_train_outputs(outputs, trained, batches_per_epoch)
-        _log_artifacts(trained, test, batches_per_epoch, config_yaml)
+        _log_artifacts(trained, test, plan.test_natural.labels, batches_per_epoch, config_yaml)
         mlflow.log_artifact(str(outputs.weights))
         if log_model:
             example = plan.test_natural.x[:2].astype(np.float64)  # the signature's dtype
@@ -127,9 +129,14 @@ def train_and_log(
 
 
 def _log_artifacts(
-    trained: sgd.TrainResult, test: Evaluation, batches_per_epoch: int, config_yaml: str
+    trained: sgd.TrainResult,
+    test: Evaluation,
+    labels: np.ndarray,
+    batches_per_epoch: int,
+    config_yaml: str,
 ) -> None:
-    """The configuration and the run's figures, as artifacts of the active run."""
+    """The configuration, the test predictions (labels (N,): the test set's) and the run's
+    figures, as artifacts of the active run."""
     curves = {
         k: [h[k] for h in trained.history if k in h]
         for k in ("train_loss", "val_loss", "val_error")
@@ -138,6 +145,12 @@ def _log_artifacts(
     with tempfile.TemporaryDirectory(prefix="pipeline-artifacts-") as tmp:
         tmp = Path(tmp)
         (tmp / "params.yaml").write_text(config_yaml, encoding="utf-8")
+        (tmp / "predictions").mkdir()
+        write_csv(
+            tmp / "predictions" / "test.csv",
+            ["actual", "predicted"],
+            list(zip(labels.tolist(), test.predictions.tolist(), strict=True)),
+        )
         figures.learning_curves(
             tmp / "learning_curves.png",
             batch_loss=trained.batch_losses,
@@ -206,6 +219,8 @@ def _run(
         rng=cfg.train.rng,
         dtype=np.dtype(cfg.train.dtype),
         subset=cfg.data.subset,
+        init_seed=cfg.train.init_seed,
+        order_seed=cfg.train.order_seed,
     )
     tags = {
         "git_commit": paths.git_commit(Path.cwd()),
@@ -225,13 +240,21 @@ def _run(
         test_each_epoch=cfg.train.test_each_epoch,
         outputs=outputs,
         experiment_id=experiment_id,
-        run_name=f"{cfg.data.name}-lr{cfg.train.lr:g}-bs{cfg.train.batch_size}-seed{cfg.seed}",
+        run_name=_run_name(cfg),
         tags=tags,
         params=runs.flatten(tree),
         config_yaml=yaml.safe_dump(dict(tree), sort_keys=False),
         log_model=cfg.tracking.log_model,
         parent_run_id=parent_run_id,
     )
+
+
+def _run_name(cfg: Config) -> str:
+    name = f"{cfg.data.name}-lr{cfg.train.lr:g}-bs{cfg.train.batch_size}-seed{cfg.seed}"
+    for key in ("init_seed", "order_seed"):  # only when given apart from `seed`
+        value = getattr(cfg.train, key)
+        name += "" if value is None else f"-{key.split('_')[0]}{value}"
+    return name
 
 
 def run_stage(params_file: Path) -> int:
