@@ -160,7 +160,8 @@ def test_crossed_seeds_split_the_variance(experiment, tmp_path):
     tw = stats.two_way(table / 100)
     shares = " | ".join(f"{100 * s:.0f}%" for s in tw.shares)
     assert f"| 1 | test | {shares} |" in text
-    assert "init 0, order 1" in text and "One setting: nothing to compare it with." in text
+    assert "init seeds [0, 1, 2] x order seeds [0, 1] (6 combinations)" in text
+    assert "One setting: nothing to compare it with." in text
     assert (tmp_path / "c/seeds.png").stat().st_size > 5_000
     metrics = client.get_run(parent.info.run_id).data.metrics
     assert metrics["variance_share_init"] == pytest.approx(tw.shares[0])

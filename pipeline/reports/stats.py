@@ -193,15 +193,18 @@ def seeds_for_power(
         raise TooFew("no difference observed: no number of seeds resolves it")
     if sd == 0:
         return 2  # every pair differs by the same amount
-    ns = np.arange(2, most + 1)
-    df = ns - 1
-    crit = scipy.stats.t.ppf(1 - alpha / 2, df)
-    shift = abs(effect) / sd * np.sqrt(ns)
-    got = scipy.stats.nct.sf(crit, df, shift) + scipy.stats.nct.cdf(-crit, df, shift)
-    enough = np.flatnonzero(got >= power)
-    if enough.size == 0:
-        raise TooFew(f"more than {most} seeds")
-    return int(ns[enough[0]])
+    start = 2
+    while start <= most:  # blocks of growing size: small answers stay cheap
+        ns = np.arange(start, min(most, 8 * start) + 1)
+        df = ns - 1
+        crit = scipy.stats.t.ppf(1 - alpha / 2, df)
+        shift = abs(effect) / sd * np.sqrt(ns)
+        got = scipy.stats.nct.sf(crit, df, shift) + scipy.stats.nct.cdf(-crit, df, shift)
+        enough = np.flatnonzero(got >= power)
+        if enough.size:
+            return int(ns[enough[0]])
+        start = int(ns[-1]) + 1
+    raise TooFew(f"more than {most} seeds")
 
 
 @dataclass(frozen=True)
