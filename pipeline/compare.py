@@ -1,13 +1,15 @@
 """`python -m pipeline.compare SWEEP`: compare a sweep's runs across seeds.
 
-Reads the sweep's runs from MLflow and writes experiments/SWEEP/report.md with its figures (see
-`pipeline.reports.compare` for what the report holds), logs them to the sweep's parent run, and
+Reads the sweep's runs (and each run's test predictions) from MLflow, writes
+experiments/SWEEP/report.md with its figures and comparison.json (see `pipeline.reports.compare`
+for what the report holds), logs them and the headline numbers to the sweep's parent run, and
 prints the report.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -30,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     except runtime.NotInProject as exc:
         print(f"compare failed: {exc}", file=sys.stderr)
         return 1
+    # One progress bar per downloaded predictions file would bury the report on stderr.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     env = runtime.environment()
     uri = args.uri or env.store_uri(None)
     try:

@@ -80,6 +80,8 @@ class TrainConfig:  # conf/train/*.yaml
     dtype: str
     rng: str
     test_each_epoch: bool
+    init_seed: int | None
+    order_seed: int | None
 
     def __post_init__(self) -> None:
         _require(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
@@ -95,6 +97,9 @@ class TrainConfig:  # conf/train/*.yaml
             "train.rng",
             f"must be default or toolbox, got {self.rng!r}",
         )
+        for key in ("init_seed", "order_seed"):
+            value = getattr(self, key)
+            _require(value is None or value >= 0, f"train.{key}", "must be >= 0 or null")
 
 
 @dataclass
@@ -128,6 +133,12 @@ class Config:  # conf/config.yaml
                 "train.batch_size",
                 "train.rng=toolbox needs a batch size that divides 60000",
             )
+            for key in ("init_seed", "order_seed"):
+                _require(
+                    getattr(self.train, key) in (None, self.seed),
+                    f"train.{key}",
+                    "train.rng=toolbox draws init and order from `seed` alone: leave it null",
+                )
             _require(
                 self.data.subset is None,
                 "data.subset",

@@ -11,9 +11,11 @@ job folder.
 The MLflow run gets: params as dotted keys; per-epoch train_loss, train_error, val_loss,
 val_error (step = epoch); per-batch `batch_loss` (step = global batch index from 1, loss before
 that batch's update); final test_loss, test_error; tags (git commit, data hash, dataset, seed,
-BLAS threads); artifacts (weights.npz, params.yaml, PNG figures) and the pyfunc model. It ends
-FINISHED only after all of that, FAILED on an error (divergence included), KILLED on Ctrl-C or
-SIGTERM; the weights file is written, atomically, only after training succeeded.
+BLAS threads); its dataset (MLflow's dataset tracking); artifacts (weights.npz, params.yaml,
+PNG figures, `predictions/test.csv`: one row per test image, actual and predicted label, for
+paired comparisons image by image) and the pyfunc model. It ends FINISHED only after all of
+that and the outputs are written, FAILED on an error (divergence included), KILLED on Ctrl-C or
+SIGTERM, with no output written (see `train_and_log`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,14 @@ import pipeline
 from pipeline import interrupts, paths, runtime
 from pipeline.config import PARAMS_FILE, Config, ConfigError, load_params, validate
 from pipeline.data.prepared import read_prepared
-from pipeline.files import DataError, csv_bytes, json_bytes, sha256_file, write_together
+from pipeline.files import (
+    DataError,
+    csv_bytes,
+    json_bytes,
+    sha256_file,
+    write_csv,
+    write_together,
+)
 from pipeline.model import sgd
 from pipeline.model.inference import Evaluation, assess
 from pipeline.model.plan import Plan, make_plan
@@ -133,7 +142,9 @@ def train_and_log(
             staged = Path(tmp)
             weights = staged / outputs.weights.name
             weights.write_bytes(contents[outputs.weights])
-            _log_artifacts(staged, trained, test, batches_per_epoch, config_yaml)
+            _log_artifacts(
+                staged, trained, test, plan.test_natural.labels, batches_per_epoch, config_yaml
+            )
             if log_model:
                 pyfunc.log_model(weights)
         interrupts.check()  # the last moment an interruption leaves the outputs as they were
@@ -146,10 +157,12 @@ def _log_artifacts(
     staged: Path,
     trained: sgd.TrainResult,
     test: Evaluation,
+    labels: np.ndarray,
     batches_per_epoch: int,
     config_yaml: str,
 ) -> None:
-    """The weights (already in `staged`), the configuration and the run's figures, as
+    """The weights (already in `staged`), the configuration, the test predictions (labels
+    (N,): the test set's; for paired comparisons, McNemar's test) and the run's figures, as
     artifacts of the active run."""
     curves = {
         k: [h[k] for h in trained.history if k in h]
@@ -157,6 +170,12 @@ def _log_artifacts(
     }
     params = trained.params
     (staged / "params.yaml").write_text(config_yaml, encoding="utf-8")
+    (staged / "predictions").mkdir()
+    write_csv(
+        staged / "predictions" / "test.csv",
+        ["actual", "predicted"],
+        list(zip(labels.tolist(), test.predictions.tolist(), strict=True)),
+    )
     figures.learning_curves(
         staged / "learning_curves.png",
         batch_loss=trained.batch_losses,
@@ -230,6 +249,8 @@ def _run(
         rng=cfg.train.rng,
         dtype=np.dtype(cfg.train.dtype),
         subset=cfg.data.subset,
+        init_seed=cfg.train.init_seed,
+        order_seed=cfg.train.order_seed,
     )
     data_sha256 = sha256_file(prepared_path)
     tags = {
@@ -250,7 +271,7 @@ def _run(
         test_each_epoch=cfg.train.test_each_epoch,
         outputs=outputs,
         experiment_id=experiment_id,
-        run_name=f"{cfg.data.name}-lr{cfg.train.lr:g}-bs{cfg.train.batch_size}-seed{cfg.seed}",
+        run_name=_run_name(cfg),
         tags=tags,
         params=runs.flatten(tree),
         config_yaml=yaml.safe_dump(dict(tree), sort_keys=False),
@@ -263,6 +284,14 @@ def _run(
         ),
         parent_run_id=parent_run_id,
     )
+
+
+def _run_name(cfg: Config) -> str:
+    name = f"{cfg.data.name}-lr{cfg.train.lr:g}-bs{cfg.train.batch_size}-seed{cfg.seed}"
+    for key in ("init_seed", "order_seed"):  # only when given apart from `seed`
+        value = getattr(cfg.train, key)
+        name += "" if value is None else f"-{key.split('_')[0]}{value}"
+    return name
 
 
 def raw_provenance(path: Path) -> str:

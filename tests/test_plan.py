@@ -57,6 +57,29 @@ def test_default_plan_uses_the_seeds_generators_and_the_fit_split(full_size):
     assert len(small.fit) == 100 and len(small.order(1)) == 100
 
 
+def test_init_and_order_seeds_take_one_stream_each_from_their_own_seed(full_size):
+    def plan(seed, **seeds):
+        return make_plan(
+            prepared=full_size, seed=seed, rng="default", dtype=np.float32, subset=100, **seeds
+        )
+
+    # Both null, or both equal to seed: the run `seed` always gave (SeedSequence(seed).spawn(2)).
+    for same in (plan(3), plan(3, init_seed=3, order_seed=3), plan(5, init_seed=3, order_seed=3)):
+        init_seq, order_seq = np.random.SeedSequence(3).spawn(2)
+        expected = cnn.init_params(np.random.default_rng(init_seq), np.float32)
+        assert all(same.params0[k].tobytes() == expected[k].tobytes() for k in cnn.PARAM_NAMES)
+        np.testing.assert_array_equal(
+            same.order(1), np.random.default_rng(order_seq).permutation(100)
+        )
+    # init 1 with order 2: seed 1's initial weights, seed 2's sample order.
+    mixed, one, two = plan(0, init_seed=1, order_seed=2), plan(1), plan(2)
+    assert all(mixed.params0[k].tobytes() == one.params0[k].tobytes() for k in cnn.PARAM_NAMES)
+    assert not np.array_equal(mixed.params0["k1"], two.params0["k1"])
+    for epoch in (1, 2):
+        np.testing.assert_array_equal(mixed.order(epoch), two.order(epoch))
+    np.testing.assert_array_equal(plan(0, order_seed=2).params0["W"], plan(0).params0["W"])
+
+
 @pytest.mark.parametrize(
     ("values", "key"),
     [
@@ -64,6 +87,9 @@ def test_default_plan_uses_the_seeds_generators_and_the_fit_split(full_size):
         ({"train.rng": "toolbox", "data.subset": 100}, "data.subset"),
         ({"train.rng": "toolbox", "seed": 2**32}, "seed"),
         ({"train.rng": "matlab"}, "train.rng"),
+        ({"train.rng": "toolbox", "train.init_seed": 1}, "train.init_seed"),
+        ({"train.rng": "toolbox", "train.order_seed": 1}, "train.order_seed"),
+        ({"train.order_seed": -1}, "train.order_seed"),
     ],
 )
 def test_replay_constraints_name_the_key(values, key):

@@ -1,4 +1,4 @@
-"""Reports from runs: the figures, the toolbox's smoothed loss, the sweep statistics, the
+"""Reports from runs: the figures, the toolbox's smoothed loss, the
 reproduction report (from a real MLflow store), and `make repro`'s summary."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from mlflow.entities import Metric
 
 from pipeline.data.prepared import Prepared, prepare_arrays
 from pipeline.model import cnn, toolbox
-from pipeline.reports import compare, figures, reproduction
+from pipeline.reports import figures, reproduction
 from pipeline.reports.summary import summary_text
 
 
@@ -39,14 +39,6 @@ def test_figures_write_stable_pngs(tmp_path):
         data = (tmp_path / "a" / png).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 5_000, png
         assert data == (tmp_path / "b" / png).read_bytes(), f"{png}: same figure, other bytes"
-
-
-def test_compare_summary_hand_worked():
-    s = compare.summarize([0.1, 0.2, 0.3])
-    assert (s.n, s.mean, s.std) == (3, pytest.approx(0.2), pytest.approx(0.1))
-    assert s.ci95 == pytest.approx(4.302653 * 0.1 / np.sqrt(3))  # t(0.975, 2), from a table
-    single = compare.summarize([0.25])
-    assert single.n == 1 and single.mean == 0.25 and np.isnan(single.ci95)
 
 
 def test_escape_step_is_the_first_batch_below_the_threshold():

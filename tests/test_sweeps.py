@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 from browser import chromium, needs_chromium
 from conftest import SWEEP_FAST
-from project import BATCH, N_TRAIN, VAL_SIZE
+from project import BATCH, N_TEST, N_TRAIN, VAL_SIZE
 
 from pipeline.reports import compare
 from pipeline.tracking.server import Server
@@ -117,21 +117,39 @@ def test_one_failing_job_others_finish_and_the_report_names_it(prepared_project,
 
 
 def test_compare_report_numbers_come_from_the_runs(swept_project):
+    import numpy as np
+
+    from pipeline.reports import stats
+
     project = swept_project
     _, children = sweep_runs(project, "basic")
     done = project.run("python", "-m", "pipeline.compare", "basic")
     text = (project.root / "experiments/basic/report.md").read_text()
     assert done.stdout.strip() == text.strip()  # printed and written
+    assert "Downloading artifacts" not in done.stderr
+    errs, vals = (
+        {(c.data.params["train.lr"], c.data.params["seed"]): c.data.metrics[m] for c in children}
+        for m in ("test_error", "val_error")
+    )
     for lr in ("0.5", "1.0"):
-        errs = [c.data.metrics["test_error"] for c in children if c.data.params["train.lr"] == lr]
-        s = compare.summarize(errs)
+        values = np.array([errs[lr, s] for s in ("0", "1")])
+        low, high = stats.rate_interval(values, n_images=N_TEST)  # within [0, 1]
         row = next(line for line in text.splitlines() if line.startswith(f"| {float(lr):g} "))
-        assert f"{100 * s.mean:.2f} ± {100 * s.ci95:.2f}" in row
-    for name in ("report.md", "errors.png", "curves.png"):
+        assert f"{100 * values.mean():.2f} [{100 * low:.2f}, {100 * high:.2f}]" in row
+    best = min(("0.5", "1.0"), key=lambda lr: vals[lr, "0"] + vals[lr, "1"])  # on validation
+    other = {"0.5": "1.0", "1.0": "0.5"}[best]
+    assert f"| {float(best):g} **(best)** |" in text
+    p = stats.paired([errs[other, s] for s in "01"], [errs[best, s] for s in "01"])
+    row = next(line for line in text.splitlines() if line.startswith(f"| {float(other):g} | 2 | "))
+    assert f"{100 * p.mean:+.2f} [{100 * p.low:+.2f}, {100 * p.high:+.2f}]" in row
+    assert "### Per seed: McNemar's test on the test images" in text  # predictions were logged
+    assert f"the same {N_TEST:,} test images" in text
+    for name in ("report.md", "errors.png", "curves.png", "comparison.json"):
         assert (project.root / "experiments/basic" / name).stat().st_size > 0
     (parent,), _ = sweep_runs(project, "basic")
     logged = {a.path for a in project.client.list_artifacts(parent.info.run_id, "comparison")}
-    assert logged == {"comparison/report.md", "comparison/errors.png", "comparison/curves.png"}
+    assert {"comparison/report.md", "comparison/comparison.json"} <= logged
+    assert "best_test_error" in project.client.get_run(parent.info.run_id).data.metrics
 
 
 def test_compare_unknown_and_empty_sweeps(swept_project, tmp_path):

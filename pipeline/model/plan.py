@@ -3,7 +3,9 @@
 A pure function of the prepared data, the seed and the randomness mode (`train.rng`):
 - default: generators derived from the seed, `SeedSequence(seed).spawn(2)` (one for the
   initialisation, eqs. (1)-(3), one for each epoch's shuffle); the fit split, or its first
-  `subset` images; the validation split evaluated after every epoch.
+  `subset` images; the validation split evaluated after every epoch. Separate seeds for the
+  initialisation and for the order (`train.init_seed`, `train.order_seed`) take the same
+  stream that `seed` would give them: the init of `init_seed` and the order of `order_seed`.
 - toolbox: DeepLearnToolbox's run under Octave after rand('state', seed), replayed
   (`pipeline.model.toolbox`): its initial parameters and randperm order over all 60,000
   training images in file order, each image transposed as the toolbox presents it; no
@@ -34,9 +36,19 @@ class Plan:
     to_saved: Callable[[cnn.Params], cnn.Params]  # trained params -> saved (natural) params
 
 
-def make_generators(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
-    """The (init, shuffle) generators of a run, from `SeedSequence(seed).spawn(2)`."""
-    init_seq, shuffle_seq = np.random.SeedSequence(seed).spawn(2)
+def make_generators(
+    seed: int, *, init_seed: int | None = None, order_seed: int | None = None
+) -> tuple[np.random.Generator, np.random.Generator]:
+    """The (init, shuffle) generators of a run, from `SeedSequence(seed).spawn(2)`.
+
+    init_seed / order_seed (None: `seed`) replace the seed of one stream only: the init
+    generator is the first child of `SeedSequence(init_seed)`, the shuffle generator the second
+    child of `SeedSequence(order_seed)`, exactly what a run with that `seed` would draw. So
+    init_seed=a, order_seed=b starts from seed a's weights and follows seed b's order, and a run
+    with both None (or both equal to `seed`) is the run it always was.
+    """
+    init_seq = np.random.SeedSequence(seed if init_seed is None else init_seed).spawn(2)[0]
+    shuffle_seq = np.random.SeedSequence(seed if order_seed is None else order_seed).spawn(2)[1]
     return np.random.default_rng(init_seq), np.random.default_rng(shuffle_seq)
 
 
@@ -46,12 +58,22 @@ def shuffled(rng: np.random.Generator, n: int) -> Order:
 
 
 def make_plan(
-    *, prepared: Prepared, seed: int, rng: str, dtype: np.dtype | str, subset: int | None
+    *,
+    prepared: Prepared,
+    seed: int,
+    rng: str,
+    dtype: np.dtype | str,
+    subset: int | None,
+    init_seed: int | None = None,
+    order_seed: int | None = None,
 ) -> Plan:
-    """The plan of a run (module docstring). rng: "default" or "toolbox"."""
+    """The plan of a run (module docstring). rng: "default" or "toolbox"; init_seed and
+    order_seed (default mode only; None: `seed`): see `make_generators`."""
     dtype = np.dtype(dtype)
     test = prepared.split("test", dtype)
     if rng == "toolbox":
+        if init_seed not in (None, seed) or order_seed not in (None, seed):
+            raise ValueError("rng=toolbox draws init and order from one stream: one seed only")
         full = prepared.split("train", dtype)
         params0, order = toolbox.replay(seed, len(full), dtype)
 
@@ -61,7 +83,7 @@ def make_plan(
         return Plan(params0, shown(full), None, shown(test), test, order, toolbox.to_natural)
     if rng != "default":
         raise ValueError(f"rng must be default or toolbox, got {rng!r}")
-    init_rng, order_rng = make_generators(seed)
+    init_rng, order_rng = make_generators(seed, init_seed=init_seed, order_seed=order_seed)
     fit = prepared.split("fit", dtype).head(subset)
     val = prepared.split("val", dtype) if prepared.n_val else None
     return Plan(

@@ -1,58 +1,41 @@
-"""Compare a sweep's runs across seeds (the report of `python -m pipeline.compare SWEEP`).
+"""Compare a sweep's settings across seeds (the report of `python -m pipeline.compare SWEEP`).
 
-Reads the sweep's parent and child runs from MLflow, groups the finished children by every
-parameter that varies across them except `seed` (for the usual sweep: the learning rate), and
-prints, per group, validation and test error as mean, standard deviation and 95% confidence
-interval over seeds (Student's t), and the best setting, chosen on validation error (test error
-is reported, never used to choose). Writes experiments/SWEEP/report.md with two PNGs (error
-against the swept parameter with error bars; validation curves per setting) and logs them to
-the parent run. Failed or killed jobs are named in the report.
+Reads the sweep's parent and child runs, and each finished run's test predictions (its artifact
+`predictions/test.csv`), from MLflow; `sweep_analysis.analyse` groups them into settings x
+replicates (pairs of seeds) and applies the statistics (`stats`); `sweep_report` renders the
+report and its figures. Writes experiments/SWEEP/ report.md (also printed), errors.png,
+curves.png, paired.png (when a setting was compared with the best), seeds.png (for crossed init
+x order seeds) and comparison.json (every number), logs them to the parent run, and the headline
+numbers as the parent's metrics and tags. Failed or killed jobs are named in the report.
 """
 
 from __future__ import annotations
 
+import json
 import math
-import statistics
-from collections import defaultdict
-from dataclasses import dataclass
+import tempfile
+import time
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
-import scipy.stats
-from mlflow.entities import Run
+from mlflow.entities import Metric, Run, RunTag
 from mlflow.tracking import MlflowClient
 
 from pipeline.files import atomic_write_bytes
-from pipeline.reports.figures import save
+from pipeline.reports import stats, sweep_report
+from pipeline.reports.sweep_analysis import (
+    CHOOSE_ON,
+    PAIRED_ON,
+    Analysis,
+    CompareError,
+    Predictions,
+    analyse,
+    group,
+    label,
+    varied_params,
+)
 
-METRICS = ("val_error", "test_error")
-
-
-class CompareError(LookupError):
-    """The sweep cannot be compared (unknown name, no runs); the message says why."""
-
-
-@dataclass(frozen=True)
-class Summary:
-    n: int
-    mean: float
-    std: float  # sample standard deviation (n - 1); nan for n = 1
-    ci95: float  # half-width of the 95% confidence interval of the mean; nan for n = 1
-
-
-def summarize(values: list[float]) -> Summary:
-    """Mean, standard deviation and 95% t confidence half-width of `values`."""
-    n = len(values)
-    mean = statistics.fmean(values)
-    if n < 2:
-        return Summary(n, mean, math.nan, math.nan)
-    std = statistics.stdev(values)
-    t = scipy.stats.t.ppf(0.975, n - 1)  # two-sided 95% quantile of Student's t
-    return Summary(n, mean, std, float(t) * std / math.sqrt(n))
+PREDICTIONS = "predictions/test.csv"  # each run's artifact: actual, predicted per test image
 
 
 def find_sweep(client: MlflowClient, experiment: str, sweep: str) -> tuple[Run, list[Run]]:
@@ -78,27 +61,6 @@ def find_sweep(client: MlflowClient, experiment: str, sweep: str) -> tuple[Run, 
     return parent, children
 
 
-def varied_params(runs: list[Run]) -> list[str]:
-    """Params whose value differs across runs, seed excluded (the grouping keys)."""
-    keys = sorted(set().union(*(r.data.params for r in runs)))
-    return [k for k in keys if k != "seed" and len({r.data.params.get(k) for r in runs}) > 1]
-
-
-def _number(text: str) -> float | str:
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-def group(runs: list[Run], keys: list[str]) -> dict[tuple, list[Run]]:
-    groups: dict[tuple, list[Run]] = defaultdict(list)
-    for r in runs:
-        groups[tuple(_number(r.data.params.get(k, "")) for k in keys)].append(r)
-    # numbers in numeric order; text (a non-numeric param) after them, alphabetically
-    return dict(sorted(groups.items(), key=lambda kv: [(isinstance(v, str), v) for v in kv[0]]))
-
-
 def compare(client: MlflowClient, experiment: str, sweep: str, out_dir: Path) -> str:
     """Write the report (and its figures) to out_dir, log them to the parent run; return it."""
     parent, children = find_sweep(client, experiment, sweep)
@@ -108,110 +70,139 @@ def compare(client: MlflowClient, experiment: str, sweep: str, out_dir: Path) ->
         raise CompareError(f"sweep {sweep!r}: none of its {len(children)} runs finished")
     keys = varied_params(done) or ["train.lr"]
     groups = group(done, keys)
-    stats = {
-        g: {m: summarize([r.data.metrics[m] for r in rs if m in r.data.metrics]) for m in METRICS}
-        for g, rs in groups.items()
-    }
-    best = min(stats, key=lambda g: stats[g]["val_error"].mean)
+    a = analyse(groups, keys, {r.info.run_id: load_predictions(client, r) for r in done})
     out_dir.mkdir(parents=True, exist_ok=True)
-    _errors_figure(out_dir / "errors.png", keys, stats)
-    _curves_figure(out_dir / "curves.png", client, keys, groups)
-    text = _report(sweep, parent, children, done, failed, keys, groups, stats, best)
+    written = ["report.md", "errors.png", "curves.png"]
+    sweep_report.errors_figure(out_dir / "errors.png", a)
+    sweep_report.curves_figure(out_dir / "curves.png", keys, _val_curves(client, groups))
+    if any(v.test for v in a.versus):
+        sweep_report.paired_figure(out_dir / "paired.png", a)
+        written.append("paired.png")
+    if a.variance:
+        sweep_report.seeds_figure(out_dir / "seeds.png", a)
+        written.append("seeds.png")
+    text = sweep_report.report(sweep, parent, children, done, failed, a, written)
     atomic_write_bytes(out_dir / "report.md", text.encode())
-    for name in ("report.md", "errors.png", "curves.png"):
+    numbers = to_json(sweep, parent, a)
+    atomic_write_bytes(out_dir / "comparison.json", (json.dumps(numbers, indent=1) + "\n").encode())
+    for name in [*written, "comparison.json"]:
         client.log_artifact(parent.info.run_id, str(out_dir / name), "comparison")
+    _log_headline(client, parent.info.run_id, a)
     return text
 
 
-def _fmt(s: Summary, pct: bool = True) -> str:
-    k = 100 if pct else 1
-    if s.n < 2:
-        return f"{k * s.mean:.2f} (n=1)"
-    return f"{k * s.mean:.2f} ± {k * s.ci95:.2f} (sd {k * s.std:.2f}, n={s.n})"
+def _val_curves(client: MlflowClient, groups: dict) -> dict[tuple, list[list[float]]]:
+    """Per setting, each run's validation error per epoch."""
+    return {
+        g: [
+            [
+                m.value
+                for m in sorted(
+                    client.get_metric_history(r.info.run_id, "val_error"), key=lambda m: m.step
+                )
+            ]
+            for r in reps.values()
+        ]
+        for g, reps in groups.items()
+    }
 
 
-def _label(keys: list[str], g: tuple) -> str:
-    return ", ".join(
-        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in zip(keys, g, strict=True)
+def load_predictions(client: MlflowClient, run: Run) -> Predictions | None:
+    """A run's test predictions (actual (N,), predicted (N,)); None if it logged none (runs
+    from before the artifact existed)."""
+    names = {f.path for f in client.list_artifacts(run.info.run_id, "predictions")}
+    if PREDICTIONS not in names:
+        return None
+    with tempfile.TemporaryDirectory(prefix="pipeline-compare-") as tmp:
+        path = client.download_artifacts(run.info.run_id, PREDICTIONS, tmp)
+        table = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.int64, ndmin=2)  # (N, 2)
+    return table[:, 0], table[:, 1]
+
+
+def _log_headline(client: MlflowClient, run_id: str, a: Analysis) -> None:
+    """The comparison's headline numbers as the parent run's metrics and tags."""
+    best = a.summaries[a.best]
+    metrics = {f"best_{m}": s.mean for m, s in best.items()}
+    metrics["indistinguishable_settings"] = len(a.indistinguishable)
+    if a.smallest is not None and a.smallest.seeds is not None:
+        metrics["seeds_needed"] = a.smallest.seeds
+    for split in a.variance.values():
+        if PAIRED_ON in split and len(a.variance) == 1:
+            shares = split[PAIRED_ON].shares
+            for name, share in zip(("init", "order", "interaction"), shares, strict=True):
+                if math.isfinite(share):
+                    metrics[f"variance_share_{name}"] = share
+    tags = {
+        "best_setting": label(a.keys, a.best),
+        "indistinguishable": "; ".join(label(a.keys, g) for g in a.indistinguishable),
+        "seeds_needed": sweep_report.seeds_line(a),
+    }
+    now = int(1000 * time.time())
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+        tags=[RunTag(k, v[:5000]) for k, v in tags.items()],
     )
 
 
-def _report(sweep, parent, children, done, failed, keys, groups, stats, best) -> str:
-    seeds = sorted({int(r.data.params.get("seed", 0)) for r in done})
-    lines = [
-        f"# Sweep `{sweep}`",
-        "",
-        f"MLflow parent run `{parent.info.run_id}` (experiment id {parent.info.experiment_id}); "
-        f"{len(done)} of {len(children)} runs finished; seeds {seeds}.",
-        "",
-        f"Command: `{parent.data.tags.get('command', '?')}`",
-        "",
-        "Error in percent: mean ± 95% confidence half-width over seeds (Student's t), with the "
-        "standard deviation and the number of seeds.",
-        "",
-        f"| {' | '.join(keys)} | validation error | test error |",
-        f"|{'---|' * (len(keys) + 2)}",
-    ]
-    for g in groups:
-        cells = [f"{v:g}" if isinstance(v, float) else str(v) for v in g]
-        mark = " **(best)**" if g == best else ""
-        lines.append(
-            f"| {' | '.join(cells)}{mark} | {_fmt(stats[g]['val_error'])} | "
-            f"{_fmt(stats[g]['test_error'])} |"
-        )
-    lines += [
-        "",
-        f"Best setting, chosen on mean validation error: **{_label(keys, best)}**: validation "
-        f"{_fmt(stats[best]['val_error'])}, test {_fmt(stats[best]['test_error'])}.",
-        "",
-        "![error against the swept setting](errors.png)",
-        "",
-        "![validation error per epoch, mean over seeds](curves.png)",
-        "",
-    ]
-    if failed:
-        lines += ["## Runs that did not finish", ""]
-        lines += [
-            f"- `{r.data.tags.get('overrides', '?')}`: {r.info.status} (run `{r.info.run_id}`)"
-            for r in failed
-        ]
-        lines.append("")
-    return "\n".join(lines)
+def to_json(sweep: str, parent: Run, a: Analysis) -> dict:
+    """Every number of the report, for machines (NaN as null)."""
 
+    def clean(x):
+        if isinstance(x, float):
+            return x if math.isfinite(x) else None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, list | tuple):
+            return [clean(v) for v in x]
+        return x
 
-def _errors_figure(path: Path, keys: list[str], stats: dict) -> None:
-    fig, ax = plt.subplots(figsize=(6, 4))
-    xs = list(stats)
-    numeric = len(keys) == 1 and all(isinstance(g[0], float) for g in xs)
-    pos = [g[0] for g in xs] if numeric else list(range(len(xs)))
-    for metric, marker in zip(METRICS, ("o", "s"), strict=True):
-        mean = [100 * stats[g][metric].mean for g in xs]
-        err = [100 * np.nan_to_num(stats[g][metric].ci95) for g in xs]
-        ax.errorbar(pos, mean, yerr=err, marker=marker, capsize=4, label=metric.replace("_", " "))
-    if numeric and min(pos) > 0:
-        ax.set_xscale("log")
-    if not numeric:
-        ax.set_xticks(pos, [_label(keys, g) for g in xs], rotation=30, ha="right", fontsize=7)
-    ax.set(xlabel=keys[0] if numeric else "setting", ylabel="error (%), mean ± 95% CI")
-    ax.legend()
-    save(fig, path)
+    def setting(g: tuple) -> dict:
+        return dict(zip(a.keys, g, strict=True))
 
-
-def _curves_figure(path: Path, client: MlflowClient, keys: list[str], groups: dict) -> None:
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for g, runs in groups.items():
-        curves = []
-        for r in runs:
-            hist = sorted(
-                client.get_metric_history(r.info.run_id, "val_error"), key=lambda m: m.step
-            )
-            curves.append([m.value for m in hist])
-        n = min(len(c) for c in curves)
-        if n == 0:
-            continue
-        mean = 100 * np.mean([c[:n] for c in curves], axis=0)
-        ax.plot(range(1, n + 1), mean, marker="o", label=_label(keys, g))
-    ax.set(xlabel="epoch", ylabel="validation error (%), mean over seeds")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.legend(fontsize=8)
-    save(fig, path)
+    return clean(
+        {
+            "sweep": sweep,
+            "parent_run_id": parent.info.run_id,
+            "chosen_on": CHOOSE_ON,
+            "paired_on": PAIRED_ON,
+            "alpha": stats.ALPHA,
+            "interval": "95%, Student's t over replicates on the logit scale, back-transformed",
+            "settings": [
+                {
+                    "setting": setting(g),
+                    "replicates": [list(r) for r in a.groups[g]],
+                    **{m: vars(s) for m, s in a.summaries[g].items()},
+                }
+                for g in a.groups
+            ],
+            "best": setting(a.best),
+            "versus_best": [
+                {
+                    "setting": setting(v.setting),
+                    "shared": [list(r) for r in v.shared],
+                    "only_best": [list(r) for r in v.only_best],
+                    "only_this": [list(r) for r in v.only_this],
+                    "paired": vars(v.test) if v.test else None,
+                    "why_not": v.why_not,
+                    "p_t_holm": v.p_t_holm,
+                    "p_wilcoxon_holm": v.p_w_holm,
+                    "seeds_for_80_power": v.seeds,
+                    "mcnemar": [
+                        {"replicate": list(rep), "only_best": m[0], "only_this": m[1], "p": m[2]}
+                        if isinstance(m, tuple)
+                        else {"replicate": list(rep), "why_not": m}
+                        for rep, m in v.mcnemar.items()
+                    ],
+                }
+                for v in a.versus
+            ],
+            "indistinguishable": [setting(g) for g in a.indistinguishable],
+            "seeds_needed": sweep_report.seeds_line(a),
+            "variance": [
+                {"setting": setting(g), "metric": m, **vars(tw), "shares": list(tw.shares)}
+                for g, split in a.variance.items()
+                for m, tw in split.items()
+            ],
+        }
+    )

@@ -11,6 +11,7 @@ Run the sweeps first (`make reproduction` does all three steps).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -24,7 +25,8 @@ from mlflow.tracking import MlflowClient
 from pipeline.data.prepared import Prepared
 from pipeline.files import atomic_write_bytes
 from pipeline.model import sgd, toolbox
-from pipeline.reports.compare import CompareError, find_sweep, summarize
+from pipeline.reports import stats
+from pipeline.reports.compare import CompareError, find_sweep
 from pipeline.reports.figures import save, smooth
 
 PLATEAU_EXIT = 0.40  # rL below this: the outputs are no longer all near 0 (loss ~0.45)
@@ -127,10 +129,11 @@ def write_report(runs: dict, long: dict | None, out: Path, outputs: list | None 
             continue
         for epoch in (1, 3):
             vals = [r["test"][epoch - 1] for r in runs[mode].values() if len(r["test"]) >= epoch]
-            s = summarize(vals)
+            n, mean, _ = stats.mean_sd(vals)
+            low, high = stats.t_interval(vals) if n > 1 else (math.nan, math.nan)
             lines.append(
-                f"- {mode}, epoch {epoch}: {pct(s.mean)} ± {pct(s.ci95)}% "
-                f"(range {pct(min(vals))}-{pct(max(vals))}%, n={s.n})"
+                f"- {mode}, epoch {epoch}: {pct(mean)} ± {pct((high - low) / 2)}% "
+                f"(range {pct(min(vals))}-{pct(max(vals))}%, n={n})"
             )
     lines += [
         "",
