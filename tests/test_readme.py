@@ -197,8 +197,8 @@ def _run_in(shell: Shell, script: str, first: str, timeout_s: float = 600) -> st
             continue
         if line is None:
             raise AssertionError(f"the shell ended in README block {first!r}:\n{''.join(lines)}")
-        if line.startswith(marker):
-            return "".join(lines)
+        if marker in line:  # after the block's last output, which may not end its line
+            return "".join([*lines, line.split(marker)[0]])
         lines.append(line)
     raise AssertionError(
         f"README block {first!r} did not end in {timeout_s:.0f} s:\n{''.join(lines)}"
