@@ -57,6 +57,7 @@ class Environment:
     blas_threads: str  # OPENBLAS_NUM_THREADS as set ("default" when unset)
     sweep: str | None  # PIPELINE_SWEEP: the sweep a Hydra job belongs to (pipeline.sweep)
     sweep_parent: str | None  # PIPELINE_SWEEP_PARENT_RUN_ID: that sweep's parent run
+    slurm_job: str | None  # in a Slurm job: its id, <array>_<task> for an array's task
 
     @property
     def root(self) -> Path:
@@ -81,4 +82,11 @@ def environment(env: Mapping[str, str] | None = None) -> Environment:
         blas_threads=env.get("OPENBLAS_NUM_THREADS", "default"),
         sweep=env.get(SWEEP_VARS[0]) or None,
         sweep_parent=env.get(SWEEP_VARS[1]) or None,
+        slurm_job=_slurm_job(env),
     )
+
+
+def _slurm_job(env: Mapping[str, str]) -> str | None:
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env.get("SLURM_JOB_ID") or None
