@@ -16,6 +16,7 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import matplotlib
 
@@ -28,6 +29,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.files import atomic_write_bytes
 from pipeline.reports.figures import save
+from pipeline.tracking.store import redact
 
 METRICS = ("val_error", "test_error")
 
@@ -59,7 +61,7 @@ def find_sweep(client: MlflowClient, experiment: str, sweep: str) -> tuple[Run, 
     """The sweep's parent run and its child runs (any status)."""
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
-        raise CompareError(f"no MLflow experiment {experiment!r} in {client.tracking_uri}")
+        raise CompareError(f"no MLflow experiment {experiment!r} in {redact(client.tracking_uri)}")
     parents = client.search_runs(
         [exp.experiment_id],
         f"tags.sweep = '{sweep}' and tags.sweep_role = 'parent'",
@@ -99,13 +101,16 @@ def group(runs: list[Run], keys: list[str]) -> dict[tuple, list[Run]]:
     return dict(sorted(groups.items(), key=lambda kv: [(isinstance(v, str), v) for v in kv[0]]))
 
 
-def compare(client: MlflowClient, experiment: str, sweep: str, out_dir: Path) -> str:
-    """Write the report (and its figures) to out_dir, log them to the parent run; return it."""
-    parent, children = find_sweep(client, experiment, sweep)
-    done = [r for r in children if r.info.status == "FINISHED"]
-    failed = [r for r in children if r.info.status != "FINISHED"]
-    if not done:
-        raise CompareError(f"sweep {sweep!r}: none of its {len(children)} runs finished")
+class Ranking(NamedTuple):
+    keys: list[str]  # the swept params (seed excluded)
+    groups: dict[tuple, list[Run]]  # finished runs per setting
+    stats: dict[tuple, dict[str, Summary]]  # per setting, per metric in METRICS
+    best: tuple  # the setting with the lowest mean validation error
+
+
+def rank(done: list[Run]) -> Ranking:
+    """Group finished runs by setting and choose the best on mean validation error (test error
+    is reported, never used to choose)."""
     keys = varied_params(done) or ["train.lr"]
     groups = group(done, keys)
     stats = {
@@ -113,6 +118,23 @@ def compare(client: MlflowClient, experiment: str, sweep: str, out_dir: Path) ->
         for g, rs in groups.items()
     }
     best = min(stats, key=lambda g: stats[g]["val_error"].mean)
+    return Ranking(keys, groups, stats, best)
+
+
+def finished(sweep: str, children: list[Run]) -> list[Run]:
+    """The sweep's finished runs; CompareError if none finished."""
+    done = [r for r in children if r.info.status == "FINISHED"]
+    if not done:
+        raise CompareError(f"sweep {sweep!r}: none of its {len(children)} runs finished")
+    return done
+
+
+def compare(client: MlflowClient, experiment: str, sweep: str, out_dir: Path) -> str:
+    """Write the report (and its figures) to out_dir, log them to the parent run; return it."""
+    parent, children = find_sweep(client, experiment, sweep)
+    done = finished(sweep, children)
+    failed = [r for r in children if r.info.status != "FINISHED"]
+    keys, groups, stats, best = rank(done)
     out_dir.mkdir(parents=True, exist_ok=True)
     _errors_figure(out_dir / "errors.png", keys, stats)
     _curves_figure(out_dir / "curves.png", client, keys, groups)
@@ -130,7 +152,8 @@ def _fmt(s: Summary, pct: bool = True) -> str:
     return f"{k * s.mean:.2f} ± {k * s.ci95:.2f} (sd {k * s.std:.2f}, n={s.n})"
 
 
-def _label(keys: list[str], g: tuple) -> str:
+def label(keys: list[str], g: tuple) -> str:
+    """A setting as text: `train.lr=0.3` (several keys: comma-separated)."""
     return ", ".join(
         f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in zip(keys, g, strict=True)
     )
@@ -161,7 +184,7 @@ def _report(sweep, parent, children, done, failed, keys, groups, stats, best) ->
         )
     lines += [
         "",
-        f"Best setting, chosen on mean validation error: **{_label(keys, best)}**: validation "
+        f"Best setting, chosen on mean validation error: **{label(keys, best)}**: validation "
         f"{_fmt(stats[best]['val_error'])}, test {_fmt(stats[best]['test_error'])}.",
         "",
         "![error against the swept setting](errors.png)",
@@ -191,7 +214,7 @@ def _errors_figure(path: Path, keys: list[str], stats: dict) -> None:
     if numeric and min(pos) > 0:
         ax.set_xscale("log")
     if not numeric:
-        ax.set_xticks(pos, [_label(keys, g) for g in xs], rotation=30, ha="right", fontsize=7)
+        ax.set_xticks(pos, [label(keys, g) for g in xs], rotation=30, ha="right", fontsize=7)
     ax.set(xlabel=keys[0] if numeric else "setting", ylabel="error (%), mean ± 95% CI")
     ax.legend()
     save(fig, path)
@@ -210,7 +233,7 @@ def _curves_figure(path: Path, client: MlflowClient, keys: list[str], groups: di
         if n == 0:
             continue
         mean = 100 * np.mean([c[:n] for c in curves], axis=0)
-        ax.plot(range(1, n + 1), mean, marker="o", label=_label(keys, g))
+        ax.plot(range(1, n + 1), mean, marker="o", label=label(keys, g))
     ax.set(xlabel="epoch", ylabel="validation error (%), mean over seeds")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend(fontsize=8)
