@@ -50,7 +50,7 @@ class Server:
         self.log_path = log_path
         local = "127.0.0.1" if host in WILDCARDS else host
         self.uri = f"http://{local}:{self.port}"  # what this machine connects to
-        public = socket.getfqdn() if host in WILDCARDS else host
+        public = socket.gethostname() if host in WILDCARDS else host
         self.public_uri = f"http://{public}:{self.port}"  # what other machines connect to
         self.proc: subprocess.Popen | None = None
 
