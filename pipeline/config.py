@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,13 @@ class TrackingConfig:  # conf/tracking/*.yaml
 
     def __post_init__(self) -> None:
         _require(bool(self.experiment.strip()), "tracking.experiment", "must not be empty")
+        # tracking.uri is logged (params, params.yaml, Hydra's overrides): never a secret in it
+        _require(
+            self.uri is None or urllib.parse.urlsplit(self.uri).password is None,
+            "tracking.uri",
+            "must not hold a password (it is logged with the run's params): put it in "
+            "PGPASSWORD or ~/.pgpass",
+        )
 
 
 @dataclass

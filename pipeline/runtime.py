@@ -61,6 +61,7 @@ class Environment:
     sweep: str | None  # PIPELINE_SWEEP: the sweep a Hydra job belongs to (pipeline.sweep)
     sweep_parent: str | None  # PIPELINE_SWEEP_PARENT_RUN_ID: that sweep's parent run
     sweep_launcher: int | None  # PIPELINE_SWEEP_LAUNCHER_PID: a local launcher to die with
+    slurm_job: str | None  # in a Slurm job: its id, <array>_<task> for an array's task
 
     @property
     def root(self) -> Path:
@@ -86,7 +87,14 @@ def environment(env: Mapping[str, str] | None = None) -> Environment:
         sweep=env.get(SWEEP_VARS[0]) or None,
         sweep_parent=env.get(SWEEP_VARS[1]) or None,
         sweep_launcher=int(env[SWEEP_VARS[2]]) if env.get(SWEEP_VARS[2]) else None,
+        slurm_job=_slurm_job(env),
     )
+
+
+def _slurm_job(env: Mapping[str, str]) -> str | None:
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env.get("SLURM_JOB_ID") or None
 
 
 def exit_with(pid: int, poll_s: float = 0.5) -> threading.Thread:

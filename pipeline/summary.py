@@ -7,6 +7,7 @@ import json
 from pipeline import paths, runtime
 from pipeline.config import load_params
 from pipeline.reports.summary import summary_text
+from pipeline.tracking.store import redact
 
 
 def main() -> int:
@@ -18,7 +19,7 @@ def main() -> int:
         if path.is_file():
             metrics |= json.loads(path.read_text(encoding="utf-8"))
     uri = runtime.environment().store_uri(cfg.tracking.uri)
-    print(summary_text(metrics, store_uri=uri, experiment=cfg.tracking.experiment))
+    print(summary_text(metrics, store_uri=redact(uri), experiment=cfg.tracking.experiment))
     return 0
 
 

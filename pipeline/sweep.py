@@ -6,12 +6,19 @@ runs once, in the launching process, before any job starts. It:
   once (creating either from several processes at once was seen to fail or to misfile runs);
 - starts a lean `mlflow server` on loopback over the SQLite store when the launcher runs jobs
   in several processes (joblib, submitit_local), so that one process owns the database, and
-  stops it at the end; a cluster launcher needs a server the nodes reach (`tracking.uri`);
+  stops it at the end;
+- with `hydra/launcher=submitit_slurm`: refuses to start unless Slurm's controller answers and
+  the store is a tracking server whose experiment keeps artifacts on the server (jobs on other
+  nodes would otherwise write them to their own disks), then follows the jobs in Slurm's queue
+  (`pipeline.cluster.slurm.JobWatch`) and interrupts the launcher if it would wait forever on
+  jobs that ended without a result (scancel, SIGKILL, a lost node);
 - creates the parent run, and hands its id, the sweep name and the tracking URI to the jobs
   through environment variables (every launcher's job processes inherit them).
-Each job (`pipeline.train`'s Hydra entry) logs a child run tagged with the sweep name and its
-overrides. `on_multirun_end`, or at exit if a failed job made Hydra raise first, ends the parent
-run (`pipeline.tracking.sweeps.finish_parent`).
+Each job (`pipeline.train`'s Hydra entry) logs a child run tagged with the sweep name, its
+overrides, its Hydra job number and its Slurm job id. `on_multirun_end`, or at exit if a failed
+job made Hydra raise first, ends the parent run from what the jobs did: the jobs the sweep
+launched against their child runs (`pipeline.tracking.sweeps.finish_parent`), after every Slurm
+job has ended.
 """
 
 from __future__ import annotations
@@ -21,13 +28,16 @@ import copy
 import os
 import shlex
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import paths, runtime
+from pipeline.cluster import slurm
 from pipeline.config import ConfigError, validate
 from pipeline.tracking import store, sweeps
 from pipeline.tracking.server import Server
@@ -48,7 +58,28 @@ def job_context(
         "sweep_role": "child",
         "overrides": " ".join(overrides),
         "hydra_job_num": str(job_num),
+        **({"slurm_job_id": env.slurm_job} if env.slurm_job else {}),
     }
+
+
+def expected_jobs(config: DictConfig) -> list[str] | None:
+    """The overrides of every job the sweep will launch, by Hydra job number, as `job_context`
+    tags them (Hydra's basic sweeper: the product of the swept values); None for another
+    sweeper, or a sweep it cannot expand here."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return None
+    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+    try:
+        parsed = OverridesParser.create().parse_overrides(
+            params + list(config.hydra.overrides.task)
+        )
+        batches = BasicSweeper.split_arguments(parsed, None)
+    except Exception:  # e.g. glob() over config groups needs Hydra's config loader
+        return None
+    return [" ".join(o for o in job if not o.startswith("hydra")) for job in batches[0]]
 
 
 def check_sweep_values(config: DictConfig) -> None:
@@ -84,6 +115,8 @@ class SweepCallback(Callback):
         self.server: Server | None = None
         self.parent_id: str | None = None
         self.uri: str | None = None
+        self.jobs: list[str] | None = None
+        self.watch: slurm.JobWatch | None = None
 
     # Parallel launchers pickle Hydra's context, this callback included, into each job; the
     # server process and the parent run belong to the launching process only.
@@ -98,7 +131,7 @@ class SweepCallback(Callback):
         # that cannot be tracked must not start, so exit instead.
         try:
             self._start(config)
-        except (ConfigError, store.TrackingError) as exc:
+        except (ConfigError, store.TrackingError, slurm.SlurmError) as exc:
             self._stop_server()
             raise SystemExit(f"sweep not started: {exc}") from None
 
@@ -110,16 +143,21 @@ class SweepCallback(Callback):
         env = runtime.environment()
         uri = env.store_uri(cfg.tracking.uri)
         artifacts = paths.artifact_root(env.root)
-        if uri.startswith("sqlite:"):
-            if launcher.endswith("SlurmLauncher"):
+        on_slurm = launcher.endswith("SlurmLauncher")
+        if on_slurm:
+            if not store.is_server(uri):
                 raise store.TrackingError(
-                    "submitit_slurm jobs run on other machines: give them an MLflow server "
-                    "they can reach (tracking.uri=http://<host>:<port>); see README, Sweeps"
+                    f"submitit_slurm jobs run on other machines: give them an MLflow server "
+                    f"they can reach (tracking.uri=http://<host>:<port>), not {store.redact(uri)}"
+                    "; see README, Scaling out"
                 )
+            slurm.check_controller()
+        if uri.startswith("sqlite:"):
             store.connect(uri, cfg.tracking.experiment, artifacts)  # create store + experiment
             if any(k in launcher for k in LOCAL_PARALLEL):
                 os.environ[ENV_LAUNCHER] = str(os.getpid())  # jobs die with the launcher
-                self.server = Server(uri, env=os.environ).start()
+                log = Path(tempfile.gettempdir()) / f"pipeline-sweep-server-{os.getpid()}.log"
+                self.server = Server(uri, env=os.environ, log_path=log).start()
                 uri = self.server.uri
                 print(f"sweep {name}: MLflow server {uri} over the SQLite store", flush=True)
         client, experiment_id = store.connect(uri, cfg.tracking.experiment, artifacts)
@@ -130,11 +168,25 @@ class SweepCallback(Callback):
                 f"report would be mixed with this one's. Name this sweep differently "
                 f"(tracking.sweep=...)"
             )
+        if on_slurm:
+            location = client.get_experiment(experiment_id).artifact_location
+            if not store.shares_artifacts(location):
+                raise store.TrackingError(
+                    f"experiment {cfg.tracking.experiment!r} keeps its artifacts at {location}: "
+                    "Slurm jobs would write them to their own nodes' disks. Use an experiment "
+                    "created on the server (tracking.experiment=<new name>), which stores them "
+                    "itself (mlflow-artifacts:/)"
+                )
+        self.jobs = expected_jobs(config)
         self.parent_id = sweeps.create_parent(client, experiment_id, name=name, command=_command())
         self.uri = uri
         os.environ.update({ENV_NAME: name, ENV_PARENT: self.parent_id, "MLFLOW_TRACKING_URI": uri})
         atexit.register(self._finish)
-        print(f"sweep {name}: parent MLflow run {self.parent_id}", flush=True)
+        if on_slurm:  # interrupts the launcher if it would wait forever on lost jobs
+            self.watch = slurm.JobWatch(str(config.hydra.launcher.submitit_folder)).start()
+        print(
+            f"sweep {name}: parent MLflow run {self.parent_id} on {store.redact(uri)}", flush=True
+        )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._finish()
@@ -143,11 +195,31 @@ class SweepCallback(Callback):
         if self.parent_id is None:
             return
         parent_id, self.parent_id = self.parent_id, None
+        # Ctrl-C in the launching process: the parent ends KILLED; Slurm jobs keep running.
+        interrupted = isinstance(getattr(sys, "last_value", None), KeyboardInterrupt)
+        notes: dict[int, str] = {}
         try:
-            done = sweeps.finish_parent(store.MlflowClient(self.uri), parent_id)
+            if self.watch is not None:  # Slurm: wait for every job (the launcher may not)
+                self.watch.done()
+                try:
+                    if not interrupted:
+                        self.watch.wait_ended(tell=_waiting)
+                except KeyboardInterrupt:
+                    interrupted = True
+                notes = self.watch.notes()
+            done = sweeps.finish_parent(
+                store.MlflowClient(self.uri),
+                parent_id,
+                jobs=self.jobs,
+                notes=notes,
+                ended=not interrupted,
+                interrupted=interrupted,
+            )
             print(
-                f"sweep {done.name}: {done.finished}/{done.children} runs finished; "
-                f"compare with `python -m pipeline.compare {done.name}`",
+                f"sweep {done.name}: {done.finished}/{done.jobs} jobs finished"
+                + (" (interrupted)" if interrupted else "")
+                + "".join(f"\n  not finished: {f}" for f in done.failures)
+                + f"\ncompare with `python -m pipeline.compare {done.name}`",
                 flush=True,
             )
         finally:
@@ -156,4 +228,9 @@ class SweepCallback(Callback):
     def _stop_server(self) -> None:
         if self.server is not None:
             self.server.stop()
+            self.server.log_path.unlink(missing_ok=True)
             self.server = None
+
+
+def _waiting(active: dict[str, str]) -> None:
+    print(f"waiting for {len(active)} Slurm jobs: {' '.join(active)}", flush=True)

@@ -5,12 +5,15 @@ when run by itself (`-k`) and in any order (the suite runs shuffled, with pytest
 from __future__ import annotations
 
 import os
+import shutil
 
 import mlflow
 import pytest
+import services
 from project import Project, commit, make
 
 from pipeline.tracking import store
+from pipeline.tracking.server import Server
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -85,3 +88,46 @@ def experiment(mlflow_store, request):
     uri, root = mlflow_store
     client, exp_id = store.connect(uri, request.node.name, root / "mlartifacts")
     return client, exp_id, root / "mlartifacts"
+
+
+# ---------------------------------------------------------------- services beyond one machine
+# Started once per session on loopback ports, stopped at the end; a test that needs one skips
+# (naming the Debian package) where it cannot run. Tests share them but not their data: each
+# works in an MLflow experiment of its own.
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """PostgreSQL (scripts/postgres-local): database `mlflow`, password in a pgpass file."""
+    pg = services.start_postgres()
+    yield pg
+    pg.down()
+    shutil.rmtree(pg.dir, ignore_errors=True)
+
+
+def server_env(postgres) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    return base | postgres.env
+
+
+@pytest.fixture(scope="session")
+def team_server(postgres, tmp_path_factory):
+    """The team's MLflow server: PostgreSQL store, artifacts stored by the server."""
+    base = tmp_path_factory.mktemp("team-server")
+    server = Server(
+        postgres.uri,
+        env=server_env(postgres),
+        artifacts_destination=str(base / "artifacts"),
+        log_path=base / "server.log",
+    )
+    yield server.start(timeout_s=300)  # a new database: MLflow's migrations, ~25 s
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A one-node Slurm cluster (scripts/slurm-local) offering 12 CPUs: 12 one-CPU jobs at
+    once, whatever the machine has."""
+    cluster = services.start_slurm(tmp_path_factory.mktemp("slurm"), cpus=12)
+    yield cluster
+    cluster.down()

@@ -38,6 +38,10 @@ COPY = [
 N_TRAIN, N_TEST = 60, 20
 VAL_SIZE = N_TRAIN // 4
 BATCH = 10
+BATCHES_PER_EPOCH = -(-(N_TRAIN - VAL_SIZE) // BATCH)
+# Metric points of one tiny run: 4 per epoch (train/val loss and error), its batch losses, and
+# test loss and error once.
+POINTS_PER_EPOCH = 4 + BATCHES_PER_EPOCH
 
 
 def env(uri: str, **extra: str) -> dict[str, str]:
@@ -185,3 +189,14 @@ def commit(project: Project, message: str) -> None:
     """Commit whatever the stages changed (dvc.lock, metrics, plots, params.yaml)."""
     project.run("git", "add", "-A")
     project.run("git", "commit", "-q", "--allow-empty", "-m", message)
+
+
+def assert_complete(client: MlflowClient, run, epochs: int = 2) -> None:
+    """`run` FINISHED with every point of a tiny project's training logged."""
+    rid = run.info.run_id
+    assert run.info.status == "FINISHED"
+    for key in ("train_loss", "val_loss", "val_error"):
+        assert [m.step for m in client.get_metric_history(rid, key)] == list(range(1, epochs + 1))
+    steps = [m.step for m in client.get_metric_history(rid, "batch_loss")]
+    assert sorted(steps) == list(range(1, epochs * BATCHES_PER_EPOCH + 1))
+    assert "test_error" in run.data.metrics

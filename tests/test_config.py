@@ -68,6 +68,7 @@ def test_small_subset_keeps_mnist_files():
         ("train.momentum", 0.9),
         ("model.name", "lenet"),
         ("data.subset", 0),
+        ("tracking.uri", "postgresql+psycopg://mlflow:hunter2@db:5432/mlflow"),
     ],
 )
 def test_bad_values_fail_naming_the_key(key, value):

@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 from browser import chromium, needs_chromium
 from conftest import SWEEP_FAST
-from project import BATCH, N_TEST, N_TRAIN, VAL_SIZE
+from project import BATCH, N_TEST, N_TRAIN, assert_complete
 
 from pipeline.reports import compare
 from pipeline.tracking.server import Server
@@ -32,16 +32,6 @@ def sweep_runs(project, name):
     parents = [r for r in runs if r.data.tags.get("sweep_role") == "parent"]
     children = [r for r in runs if r.data.tags.get("sweep_role") == "child"]
     return parents, children
-
-
-def assert_complete(client, run, epochs=2):
-    rid = run.info.run_id
-    assert run.info.status == "FINISHED"
-    for key in ("train_loss", "val_loss", "val_error"):
-        assert [m.step for m in client.get_metric_history(rid, key)] == list(range(1, epochs + 1))
-    steps = [m.step for m in client.get_metric_history(rid, "batch_loss")]
-    assert sorted(steps) == list(range(1, epochs * -(-(N_TRAIN - VAL_SIZE) // BATCH) + 1))
-    assert "test_error" in run.data.metrics
 
 
 def test_basic_launcher_parent_and_children(swept_project):

@@ -49,6 +49,32 @@ def test_environment_reads_the_variables_the_pipeline_uses():
     assert runtime.environment({}).blas_threads == "default"
 
 
+def test_a_password_in_a_uri_is_never_printed():
+    uri = "postgresql+psycopg://mlflow:s3cr%40t@db.example:5432/mlflow"
+    assert store.redact(uri) == "postgresql+psycopg://mlflow:***@db.example:5432/mlflow"
+    assert store.redact("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert store.redact("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
+    said = 'password "s3cr@t" and s3cr%40t rejected'
+    assert store.scrub(said, uri) == 'password "***" and *** rejected'
+
+
+def test_which_artifact_locations_other_machines_can_reach():
+    assert store.shares_artifacts("mlflow-artifacts:/3")
+    assert store.shares_artifacts("s3://bucket/mlflow/3")
+    assert not store.shares_artifacts("file:///home/me/repo/mlartifacts/zhang-cnn")
+    assert not store.shares_artifacts("/home/me/repo/mlartifacts/zhang-cnn")
+
+
+def test_a_database_that_is_down_fails_fast_naming_it_without_its_password():
+    # Nothing listens on port 9 (discard); libpq is refused at once.
+    uri = "postgresql+psycopg://mlflow:topsecret@127.0.0.1:9/mlflow"
+    with pytest.raises(store.TrackingError) as caught:
+        store.check_reachable(uri)
+    said = str(caught.value)
+    assert said.startswith("database postgresql+psycopg://mlflow:***@127.0.0.1:9/mlflow cannot")
+    assert "Connection refused" in said and "topsecret" not in said
+
+
 def test_unreachable_server_fails_fast():
     start = time.monotonic()
     with pytest.raises(store.TrackingError, match=r"unreachable.*unset MLFLOW_TRACKING_URI"):
@@ -129,6 +155,54 @@ def test_parent_run_ends_from_its_children(experiment):
         outcomes[name] = (sweeps.finish_parent(client, parent), client.get_run(parent))
     good, bad, none = (outcomes[k] for k in ("good", "bad", "none"))
     assert good[0] == sweeps.SweepOutcome("good", 2, 2) and good[1].info.status == "FINISHED"
-    assert bad[0] == sweeps.SweepOutcome("bad", 2, 1) and bad[1].info.status == "FAILED"
-    assert bad[1].data.tags["failed_jobs"] == "job=1" and bad[1].data.tags["failed_children"] == "1"
+    assert (bad[0].name, bad[0].jobs, bad[0].finished) == ("bad", 2, 1)
+    assert bad[1].info.status == "FAILED"
+    assert bad[0].failures == (bad[1].data.tags["failed_jobs"],)
+    assert bad[1].data.tags["failed_jobs"].startswith("job=1: FAILED (run ")
+    assert bad[1].data.tags["failed_children"] == "1"
     assert none[1].info.status == "FAILED"  # a sweep whose jobs never started did not succeed
+
+
+def test_parent_run_counts_the_jobs_launched_not_the_runs_logged(experiment):
+    """Job 0 finished on its second attempt; job 1 was left RUNNING by a dead process; job 2
+    never logged a run; job 3 was cancelled. Only what the jobs did decides the parent."""
+    client, exp_id, _ = experiment
+    parent = sweeps.create_parent(client, exp_id, name="launched", command="python -m x")
+    jobs = ["lr=1 seed=0", "lr=1 seed=1", "lr=2 seed=0", "lr=2 seed=1"]
+
+    def child(num, status):
+        run = client.create_run(
+            exp_id,
+            tags={"mlflow.parentRunId": parent, "overrides": jobs[num], "hydra_job_num": num},
+        )
+        if status != "RUNNING":
+            client.set_terminated(run.info.run_id, status)
+        return run.info.run_id
+
+    child(0, "FAILED")
+    time.sleep(0.01)  # start times order the attempts
+    child(0, "FINISHED")
+    left = child(1, "RUNNING")
+    child(3, "KILLED")
+    notes = {2: "Slurm job 7_2 CANCELLED", 3: "Slurm job 7_3 CANCELLED"}
+    done = sweeps.finish_parent(client, parent, jobs=jobs, notes=notes)
+    assert (done.jobs, done.finished) == (4, 1)
+    assert done.failures == (
+        f"lr=1 seed=1: run left RUNNING by its job, ended FAILED (run {left})",
+        "lr=2 seed=0: no MLflow run (the job never started training); Slurm job 7_2 CANCELLED",
+        done.failures[2],
+    )
+    assert done.failures[2].startswith("lr=2 seed=1: KILLED (run ")
+    assert client.get_run(left).info.status == "FAILED"
+    tags = client.get_run(parent).data.tags
+    assert (tags["jobs"], tags["children"], tags["failed_jobs_count"]) == ("4", "4", "3")
+    assert client.get_run(parent).info.status == "FAILED"
+
+
+def test_parent_of_an_interrupted_sweep_ends_killed_and_leaves_running_children(experiment):
+    client, exp_id, _ = experiment
+    parent = sweeps.create_parent(client, exp_id, name="stopped", command="python -m x")
+    run = client.create_run(exp_id, tags={"mlflow.parentRunId": parent, "hydra_job_num": "0"})
+    done = sweeps.finish_parent(client, parent, jobs=["a=1"], ended=False, interrupted=True)
+    assert client.get_run(parent).info.status == "KILLED" and done.finished == 0
+    assert client.get_run(run.info.run_id).info.status == "RUNNING"  # its job may still run

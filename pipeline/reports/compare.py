@@ -34,6 +34,7 @@ from pipeline.reports.sweep_analysis import (
     label,
     varied_params,
 )
+from pipeline.tracking.store import redact
 
 PREDICTIONS = "predictions/test.csv"  # each run's artifact: actual, predicted per test image
 
@@ -42,7 +43,7 @@ def find_sweep(client: MlflowClient, experiment: str, sweep: str) -> tuple[Run, 
     """The sweep's parent run and its child runs (any status)."""
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
-        raise CompareError(f"no MLflow experiment {experiment!r} in {client.tracking_uri}")
+        raise CompareError(f"no MLflow experiment {experiment!r} in {redact(client.tracking_uri)}")
     parents = client.search_runs(
         [exp.experiment_id],
         f"tags.sweep = '{sweep}' and tags.sweep_role = 'parent'",
@@ -61,13 +62,26 @@ def find_sweep(client: MlflowClient, experiment: str, sweep: str) -> tuple[Run, 
     return parent, children
 
 
+def finished(sweep: str, children: list[Run]) -> list[Run]:
+    """The sweep's finished runs; CompareError if none finished."""
+    done = [r for r in children if r.info.status == "FINISHED"]
+    if not done:
+        raise CompareError(f"sweep {sweep!r}: none of its {len(children)} runs finished")
+    return done
+
+
+def rank(done: list[Run]) -> Analysis:
+    """The finished runs by setting, and the best setting (lowest mean validation error), as
+    the report chooses it; without the per-image predictions (no McNemar tests)."""
+    keys = varied_params(done) or ["train.lr"]
+    return analyse(group(done, keys), keys, {})
+
+
 def compare(client: MlflowClient, experiment: str, sweep: str, out_dir: Path) -> str:
     """Write the report (and its figures) to out_dir, log them to the parent run; return it."""
     parent, children = find_sweep(client, experiment, sweep)
-    done = [r for r in children if r.info.status == "FINISHED"]
+    done = finished(sweep, children)
     failed = [r for r in children if r.info.status != "FINISHED"]
-    if not done:
-        raise CompareError(f"sweep {sweep!r}: none of its {len(children)} runs finished")
     keys = varied_params(done) or ["train.lr"]
     groups = group(done, keys)
     a = analyse(groups, keys, {r.info.run_id: load_predictions(client, r) for r in done})
