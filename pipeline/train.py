@@ -11,7 +11,8 @@ job folder.
 The MLflow run gets: params as dotted keys; per-epoch train_loss, train_error, val_loss,
 val_error (step = epoch); per-batch `batch_loss` (step = global batch index from 1, loss before
 that batch's update); final test_loss, test_error; tags (git commit, data hash, dataset, seed,
-BLAS threads); artifacts (weights.npz, params.yaml, PNG figures) and the pyfunc model. It ends
+BLAS threads, portable mode and the SIMD paths that ran, NumPy version, the weights' sha256);
+artifacts (weights.npz, params.yaml, PNG figures) and the pyfunc model. It ends
 FINISHED only after all of that, FAILED on an error (divergence included), KILLED on Ctrl-C or
 SIGTERM; the weights file is written, atomically, only after training succeeded.
 """
@@ -118,6 +119,8 @@ def train_and_log(
 
         runs.stop_point()  # a signal during evaluation: no weights, run KILLED
         write_train_outputs(outputs, trained, batches_per_epoch)
+        # What `pipeline.verify` compares a retraining against: the weights file's own hash.
+        mlflow.set_tag("weights_sha256", sha256_file(outputs.weights))
         _log_artifacts(trained, test, batches_per_epoch, config_yaml)
         mlflow.log_artifact(str(outputs.weights))
         if log_model:
@@ -214,6 +217,9 @@ def _run(
         "seed": str(cfg.seed),
         "pipeline_version": pipeline.__version__,
         "blas_threads": env.blas_threads,
+        "portable": "on" if env.portable else "off",  # see pipeline.runtime, portable mode
+        "simd": runtime.simd_paths(),  # the SIMD paths that really ran
+        "numpy_version": np.__version__,
         **({"dvc_exp_name": env.dvc_exp_name} if env.dvc_exp_name else {}),
         **dict(sweep_tags or {}),
     }
