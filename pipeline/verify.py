@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline import runtime
 from pipeline.config import ConfigError, load_params
+from pipeline.share.checkout import CheckoutError
 from pipeline.share.verify import VerifyError, verify
 from pipeline.tracking import store
 
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             python=sys.executable,
             portable=None if args.portable is None else args.portable == "on",
         )
-    except (VerifyError, store.TrackingError) as exc:
+    except (VerifyError, CheckoutError, store.TrackingError) as exc:
         print(f"verify failed: {exc}", file=sys.stderr)
         return 1
     print(verdict.report())

@@ -19,6 +19,10 @@ from pathlib import Path
 from pipeline.files import atomic_path, sha256_file
 
 
+class CheckoutError(RuntimeError):
+    """The commit could not be checked out; the message says why."""
+
+
 def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=False)
 
@@ -36,7 +40,7 @@ def worktree(repo: Path, commit: str) -> Iterator[Path]:
     done = _git(repo, "worktree", "add", "--detach", "--quiet", str(tree), commit)
     if done.returncode != 0:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise RuntimeError(f"git worktree add {commit} failed: {done.stderr.strip()}")
+        raise CheckoutError(f"git worktree add {commit} failed: {done.stderr.strip()}")
     try:
         yield tree
     finally:
@@ -85,9 +89,12 @@ def get_prepared(
     except Exception as exc:  # any failure here means: try the next source
         notes.append(f"not from DVC's cache or remote ({type(exc).__name__}: {exc})".strip())
     dest.unlink(missing_ok=True)
-    done = subprocess.run(
-        ["dvc", "repro", "prepare"], cwd=tree, env=dict(env), capture_output=True, text=True
-    )
+    try:
+        done = subprocess.run(
+            ["dvc", "repro", "prepare"], cwd=tree, env=dict(env), capture_output=True, text=True
+        )
+    except FileNotFoundError:
+        return None, [*notes, "`dvc` is not on PATH: cannot fetch and prepare"]
     if done.returncode != 0 or not dest.is_file():
         tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
         notes.append(f"`dvc repro prepare` failed: {' '.join(tail)}")

@@ -13,6 +13,7 @@ MISMATCH, naming each part of the recipe that differs.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 from collections.abc import Callable, Mapping
@@ -145,12 +146,16 @@ def _retrain_config(text: str, *, store: str) -> str:
     return yaml.safe_dump(tree, sort_keys=False)
 
 
-def _child_env(env: Mapping[str, str], logged: Recipe, portable: bool | None) -> dict[str, str]:
+def _child_env(
+    env: Mapping[str, str], logged: Recipe, portable: bool | None, python: str
+) -> dict[str, str]:
     """The retraining's environment: the logged BLAS thread count and portable mode (or the
-    mode asked for), nothing of an enclosing DVC stage or sweep."""
+    mode asked for; a run that logged none predates the mode: off), nothing of an enclosing DVC
+    stage or sweep, and `python`'s folder first on PATH (DVC's stage commands run `python`)."""
     if portable is None:
-        portable = logged.environment["portable"] != "off"
+        portable = logged.environment["portable"] == "on"
     child = runtime.with_portable(env, on=portable)
+    child["PATH"] = os.pathsep.join([str(Path(python).parent), child.get("PATH", "")])
     for var in DROPPED_VARS:
         child.pop(var, None)
     threads = logged.environment["blas_threads"]
@@ -188,8 +193,9 @@ def verify(
 ) -> Verdict:
     """Retrain run `run_id` of `client`'s store from repository `repo` (module docstring).
 
-    env: the environment the retraining starts from (PATH must reach `dvc`); python: the
-    interpreter to train with; portable: retrain in this mode instead of the logged one.
+    env: the environment the retraining starts from; python: the interpreter to train with
+    (its folder goes first on PATH, and holds `dvc` for fetch and prepare); portable: retrain
+    in this mode instead of the logged one.
     Raises VerifyError when the run cannot be verified (unknown run, dirty or missing commit,
     no weights hash or configuration logged, retraining failed).
     """
@@ -218,7 +224,7 @@ def verify(
         config = _artifact(client, run_id, "params.yaml", tmp).read_text(encoding="utf-8")
         prepared = yaml.safe_load(config)["data"]["prepared"]
         store = f"sqlite:///{tmp / 'verify.db'}"
-        child_env = _child_env(env, logged, portable)
+        child_env = _child_env(env, logged, portable, python)
         say(f"verify: run {run_id}, commit {commit[:12]}, checked out in a temporary worktree")
         with checkout.worktree(repo, commit) as tree:
             (tree / "params.yaml").write_text(_retrain_config(config, store=store), "utf-8")
