@@ -11,6 +11,9 @@ export DO_NOT_TRACK := 1
 export OPENBLAS_NUM_THREADS := 1
 export OMP_NUM_THREADS := 1
 export MKL_NUM_THREADS := 1
+# Portable mode: the same bytes on any x86-64 CPU (see README, "Same bytes on any x86-64 CPU");
+# `make repro PIPELINE_PORTABLE=0` uses this CPU's widest SIMD paths instead.
+export PIPELINE_PORTABLE ?= 1
 
 .PHONY: setup repro reproduction params ui test lint format lock clean
 

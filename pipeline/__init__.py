@@ -9,6 +9,7 @@ then calls into the folders below, which never read the environment or a whole c
 - model/     the network (cnn), SGD, inference, the run's plan, the toolbox replay
 - tracking/  the MLflow store, runs, the sweep's parent run, the pyfunc model
 - reports/   figures, the sweep comparison, the reproduction report, the summary
+- share/     a logged run re-checked: its commit checked out, retrained, compared
 - bench/     the speed benchmark (`python -m pipeline.bench`)
 """
 
@@ -20,6 +21,9 @@ from pipeline import runtime
 # NumPy loads its BLAS, and every `python -m pipeline.*` imports this package first (see
 # pipeline.runtime for why one thread: speed on shared cores, and byte-identical results).
 runtime.default_single_thread_blas()
+# Portable mode (unless PIPELINE_PORTABLE=0): NumPy's and OpenBLAS's SIMD paths pinned to AVX2 +
+# FMA, so that results are the same bytes on any x86-64 CPU; also only before NumPy loads.
+runtime.portable_simd()
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # before MLflow is imported
 
 __version__ = "0.1.0"

@@ -10,6 +10,16 @@ environment; call from entry points only.
   kernel's page faults and zeroing again: 15-20% of a float64 epoch on these machines. Raising
   the mmap and trim thresholds keeps the memory in the heap for reuse (RSS then stays at the
   peak, a few tens of MB above the data). Results are unchanged: only addresses differ.
+- Portable mode (on unless PIPELINE_PORTABLE=0): the bytes of a result must not depend on the
+  CPU's SIMD level. NumPy picks, per function, the widest code path the CPU runs (AVX-512's
+  float64 `exp` differs in the last bits from the AVX2 path) and OpenBLAS picks a kernel
+  family per CPU (SkylakeX on AVX-512, Haswell on AVX2: different blocking and accumulation
+  order). Portable mode pins both to x86-64-v3 (AVX2 + FMA: Intel since Haswell, 2013, AMD
+  since Excavator, 2015), the paths an AVX2-only machine takes by itself, by setting
+  `PORTABLE_ENV` before NumPy loads (`portable_simd`, called by `import pipeline`). The run
+  records the mode and the paths that really ran (`simd_paths`), so `pipeline.verify` compares
+  like with like. Measured cost and the check that the bytes equal an AVX2 machine's: README,
+  "Same bytes on any x86-64 CPU".
 """
 
 from __future__ import annotations
@@ -17,10 +27,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import platform
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,11 +40,91 @@ from pipeline import paths
 BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # from glibc's <malloc.h>
 
+PORTABLE_VAR = "PIPELINE_PORTABLE"  # "0" turns portable mode off; set to "1"/"0" once resolved
+PORTABLE_ENV = {
+    # OpenBLAS (NumPy's wheels build it with DYNAMIC_ARCH): the AVX2 + FMA kernels, which it
+    # also picks by itself on AVX2 CPUs (an AMD Zen's "Zen" core type maps to them too).
+    "OPENBLAS_CORETYPE": "Haswell",
+    # NumPy 2.4 dispatches by x86-64 level: X86_V3 (AVX2, FMA3), X86_V4 (AVX-512 Skylake),
+    # AVX512_ICL, AVX512_SPR. It only accepts these group names here (single features such as
+    # AVX512F are silently ignored), and disabling a level the CPU lacks is allowed.
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
+}
+_OFF = ("0", "false", "off", "no")
+
 
 def default_single_thread_blas() -> None:
     """Set the BLAS thread variables to 1 where unset (effective only before NumPy loads)."""
     for var in BLAS_THREAD_VARS:
         os.environ.setdefault(var, "1")
+
+
+def _has_x86_64_v3(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this CPU runs AVX2 + FMA code (the pinned paths): x86-64, and where Linux says
+    which flags it has, avx2 and fma among them."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return True  # not Linux: every x86-64 Mac or PC of the last decade has both
+    flags = next(
+        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")),
+        [],
+    )
+    return {"avx2", "fma"} <= set(flags)
+
+
+def portable_simd(env: MutableMapping[str, str] | None = None) -> bool:
+    """Portable mode, unless PIPELINE_PORTABLE=0: set `PORTABLE_ENV` in `env` (default: this
+    process's environment, inherited by its children); effective only before NumPy loads.
+
+    Leaves PIPELINE_PORTABLE at "1" when the pins are set, "0" when the mode is off or the CPU
+    lacks AVX2 + FMA (forcing Haswell kernels there would crash). Returns whether it is on.
+    """
+    env = os.environ if env is None else env
+    on = env.get(PORTABLE_VAR, "1").strip().lower() not in _OFF and _has_x86_64_v3()
+    if on:
+        env.update(PORTABLE_ENV)
+    env[PORTABLE_VAR] = "1" if on else "0"
+    return on
+
+
+def with_portable(env: Mapping[str, str], on: bool) -> dict[str, str]:
+    """A copy of `env` for a child process in portable mode `on`; off also drops the pins that
+    a portable parent left in the environment (they would otherwise still apply)."""
+    child = {k: v for k, v in env.items() if not (not on and PORTABLE_ENV.get(k) == v)}
+    child[PORTABLE_VAR] = "1" if on else "0"
+    return child
+
+
+def simd_paths() -> str:
+    """The SIMD code paths this process really runs, read after NumPy loaded: NumPy's widest
+    enabled dispatch target and OpenBLAS's kernel family, e.g. "numpy X86_V3, openblas Haswell".
+    """
+    try:
+        from numpy._core._multiarray_umath import (
+            __cpu_baseline__,
+            __cpu_dispatch__,
+            __cpu_features__,
+        )
+
+        enabled = [t for t in __cpu_dispatch__ if __cpu_features__.get(t)]
+        numpy_level = enabled[-1] if enabled else f"baseline {__cpu_baseline__[-1]}"
+    except (ImportError, IndexError):
+        numpy_level = "unknown"
+    import numpy  # noqa: F401  (loads OpenBLAS, so that threadpoolctl finds it)
+    from threadpoolctl import threadpool_info
+
+    cores = [
+        i.get("architecture", "?") for i in threadpool_info() if i["internal_api"] == "openblas"
+    ]
+    return f"numpy {numpy_level}, openblas {cores[0] if cores else 'none'}"
+
+
+def inherited() -> dict[str, str]:
+    """A copy of this process's environment, for the child processes an entry point starts."""
+    return dict(os.environ)
 
 
 def tune_malloc(mmap_threshold: int = 256 << 20, trim_threshold: int = 1 << 30) -> bool:
@@ -58,6 +149,7 @@ class Environment:
     dvc_exp_name: str | None  # DVC_EXP_NAME: the experiment `dvc exp run` is running
     tracking_uri: str | None  # MLFLOW_TRACKING_URI: overrides tracking.uri
     blas_threads: str  # OPENBLAS_NUM_THREADS as set ("default" when unset)
+    portable: bool  # PIPELINE_PORTABLE: portable mode (resolved by `portable_simd`)
     sweep: str | None  # PIPELINE_SWEEP: the sweep a Hydra job belongs to (pipeline.sweep)
     sweep_parent: str | None  # PIPELINE_SWEEP_PARENT_RUN_ID: that sweep's parent run
     sweep_launcher: int | None  # PIPELINE_SWEEP_LAUNCHER_PID: a local launcher to die with
@@ -84,6 +176,7 @@ def environment(env: Mapping[str, str] | None = None) -> Environment:
         dvc_exp_name=env.get("DVC_EXP_NAME") or None,
         tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
         blas_threads=env.get("OPENBLAS_NUM_THREADS", "default"),
+        portable=env.get(PORTABLE_VAR, "0") == "1",
         sweep=env.get(SWEEP_VARS[0]) or None,
         sweep_parent=env.get(SWEEP_VARS[1]) or None,
         sweep_launcher=int(env[SWEEP_VARS[2]]) if env.get(SWEEP_VARS[2]) else None,

@@ -11,11 +11,12 @@ job folder.
 The MLflow run gets: params as dotted keys; per-epoch train_loss, train_error, val_loss,
 val_error (step = epoch); per-batch `batch_loss` (step = global batch index from 1, loss before
 that batch's update); final test_loss, test_error; tags (git commit, data hash, dataset, seed,
-BLAS threads); its dataset (MLflow's dataset tracking); artifacts (weights.npz, params.yaml,
-PNG figures, `predictions/test.csv`: one row per test image, actual and predicted label, for
-paired comparisons image by image) and the pyfunc model. It ends FINISHED only after all of
-that and the outputs are written, FAILED on an error (divergence included), KILLED on Ctrl-C or
-SIGTERM, with no output written (see `train_and_log`).
+BLAS threads, portable mode and the SIMD paths that ran, NumPy version, the weights' sha256);
+its dataset (MLflow's dataset tracking); artifacts (weights.npz, params.yaml, PNG figures,
+`predictions/test.csv`: one row per test image, actual and predicted label, for paired
+comparisons image by image) and the pyfunc model. It ends FINISHED only after all of that and
+the outputs are written, FAILED on an error (divergence included), KILLED on Ctrl-C or SIGTERM,
+with no output written (see `train_and_log`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from pipeline.files import (
     DataError,
     csv_bytes,
     json_bytes,
+    sha256_bytes,
     sha256_file,
     write_csv,
     write_together,
@@ -138,6 +140,8 @@ def train_and_log(
         interrupts.check()
 
         contents = train_outputs(outputs, trained, batches_per_epoch)
+        # What `pipeline.verify` compares a retraining against: the weights file's own hash.
+        mlflow.set_tag("weights_sha256", sha256_bytes(contents[outputs.weights]))
         with tempfile.TemporaryDirectory(prefix="pipeline-artifacts-") as tmp:
             staged = Path(tmp)
             weights = staged / outputs.weights.name
@@ -260,6 +264,9 @@ def _run(
         "seed": str(cfg.seed),
         "pipeline_version": pipeline.__version__,
         "blas_threads": env.blas_threads,
+        "portable": "on" if env.portable else "off",  # see pipeline.runtime, portable mode
+        "simd": runtime.simd_paths(),  # the SIMD paths that really ran
+        "numpy_version": np.__version__,
         **({"dvc_exp_name": env.dvc_exp_name} if env.dvc_exp_name else {}),
         **dict(sweep_tags or {}),
     }

@@ -3,8 +3,10 @@
 `make` builds a real git + DVC repository from this one: its conf/ defaults point at a 'tiny'
 dataset (a manifest written for synthetic files) and a 'tiny' training setting, so `dvc repro`,
 `dvc exp run` and Hydra run the real stages in seconds, logging to a real MLflow SQLite store
-next to the repository. `Project.copy` gives an independent copy (repository, store and
-artifacts) so that each test starts from the same state and none sees another's changes.
+next to the repository. Its DVC remote (`storage`, from .dvc/config) is redirected by
+.dvc/config.local to `base/dvc-storage`, beside the repository, never the user's own.
+`Project.copy` gives an independent copy (repository, store, artifacts and remote) so that each
+test starts from the same state and none sees another's changes.
 """
 
 from __future__ import annotations
@@ -79,6 +81,11 @@ class Project:
         return self.base / "repo"
 
     @property
+    def storage(self) -> Path:
+        """The folder of its DVC remote `storage` (.dvc/config.local)."""
+        return self.base / "dvc-storage"
+
+    @property
     def uri(self) -> str:
         return f"sqlite:///{self.base}/mlflow.db"
 
@@ -130,6 +137,21 @@ def _rewrite_paths(db: Path, old: str, new: str) -> None:
                     )
 
 
+# Relative to .dvc/, so that a copy of the project (base/ copied whole) uses its own remote.
+LOCAL_REMOTE = "['remote \"storage\"']\n    url = ../../dvc-storage\n"
+
+
+def clone(origin: str | Path, base: Path, *, storage: Path) -> Project:
+    """A `git clone` of `origin` as `base`/repo whose DVC remote `storage` is the folder
+    `storage` (a teammate's clone: the same git remote and the same DVC remote)."""
+    base.mkdir(parents=True, exist_ok=True)
+    project = Project(base)
+    run(["git", "clone", "-q", str(origin), str(project.root)], base, project.env)
+    remote = LOCAL_REMOTE.replace("../../dvc-storage", str(storage))
+    (project.root / ".dvc/config.local").write_text(remote)
+    return project
+
+
 def make(base: Path, *, epochs: int = 2) -> Project:
     """Create a tiny project in `base` (repo/ committed, no store yet) and return it."""
     root = base / "repo"
@@ -177,6 +199,7 @@ def make(base: Path, *, epochs: int = 2) -> Project:
     cfg = cfg.replace("network: true", "network: false")
     cfg = cfg.replace("local_dir: null", f"local_dir: ../{src.name}")  # relative: copies work
     (root / "conf/config.yaml").write_text(cfg)
+    (root / ".dvc/config.local").write_text(LOCAL_REMOTE)
     project = Project(base)
     project.run("python", "-m", "pipeline.config")  # params.yaml from the new conf/
     project.run("git", "init", "-q", "-b", "main")
