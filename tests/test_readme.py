@@ -39,9 +39,8 @@ class Plan:
     expect: tuple[str, ...] = ()  # text the block's output must show
 
 
-SWEEP_SMALL = {
+SWEEP_SMALL = {  # my_sweep keeps its models: the registry's blocks register its best
     "train.lr=0.1,0.3,1.0 seed=0,1,2": "train.lr=0.5,1.0 seed=0 train.epochs=1",
-    "tracking.sweep=my_sweep": "tracking.sweep=my_sweep tracking.log_model=false",
     "tracking.sweep=my_joblib_sweep": "tracking.sweep=my_joblib_sweep tracking.log_model=false",
 }
 TINY = {"data/prepared/mnist.npz": "data/prepared/tiny.npz"}
@@ -82,6 +81,40 @@ PLANS: dict[str, Plan] = {
     ),
     "python -m pipeline.train train.rng=toolbox seed=0 train.epochs=1": Plan(
         expect=("train: test error",)
+    ),
+    "scripts/postgres-local up": Plan(
+        skip="PostgreSQL and the team's server: tests/test_scaling.py starts both with them"
+    ),
+    "sudo scripts/slurm-local up --cpus 12": Plan(
+        skip="a Slurm cluster: tests/test_scaling.py sweeps through scripts/slurm-local"
+    ),
+    "python -m pipeline.register lr_seed --name zhang-cnn": Plan(
+        subs={"lr_seed": "my_sweep"}, expect=("is now champion",)
+    ),
+    "import mlflow.pyfunc": Plan(subs=TINY),
+    "mlflow models serve -m models:/zhang-cnn@champion --env-manager local -p 5001 &": Plan(
+        expect=('{"predictions": [',)
+    ),
+    "dvc push --run-cache": Plan(
+        skip="a push to the user's remote and a git remote: tests/test_share.py pushes to a "
+        "folder and a bare repository"
+    ),
+    "git clone <url> zhang-cnn && cd zhang-cnn && make setup": Plan(
+        skip="a teammate's clone: tests/test_share.py clones, pulls, and reruns nothing"
+    ),
+    "dvc remote modify --local storage url /mnt/team/zhang-cnn-dvc": Plan(),
+    "dvc remote add -d s3 s3://<bucket>/zhang-cnn": Plan(
+        skip="an S3 bucket: tests/test_share.py does the same against moto's S3 server"
+    ),
+    "dvc exp run -n lr05 -S train.lr=0.5": Plan(
+        skip="a git remote: tests/test_share.py pushes and pulls experiments through a bare one"
+    ),
+    "python -m pipeline.verify <run id>": Plan(
+        subs={
+            "<run id> --portable off": "{first_run_id} --portable off || test $? = 1",
+            "<run id>  ": "{first_run_id}  ",
+        },
+        expect=("MATCH: run ",),
     ),
     "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false .venv/bin/mlflow server --host 0.0.0.0 --port 5000": (
         Plan(skip="Slurm")
@@ -135,13 +168,16 @@ def newcomer(prepared_project):
     return prepared_project.root, _shell_env()
 
 
-def _latest_model_run(root: Path) -> str:
+def _run_ids(root: Path) -> tuple[str, str]:
+    """The first and the latest training run of the project's default store."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     exp = client.get_experiment_by_name("zhang-cnn")
-    (run,) = client.search_runs([exp.experiment_id], "tags.data_sha256 != ''", max_results=1)
-    return run.info.run_id
+    found = client.search_runs(
+        [exp.experiment_id], "tags.data_sha256 != ''", order_by=["attributes.start_time ASC"]
+    )
+    return found[0].info.run_id, found[-1].info.run_id
 
 
 def test_readme_blocks_run_as_written(newcomer):
@@ -153,10 +189,11 @@ def test_readme_blocks_run_as_written(newcomer):
             plan = PLANS[first]
             if plan.skip:
                 continue
-            run_id = _latest_model_run(root) if "<run id>" in body else ""
+            ids = _run_ids(root) if "<run id>" in body else ("", "")
             for old, new in plan.subs.items():
                 assert old in body, f"block {first!r}: {old!r} is no longer in it"
-                body = body.replace(old, new.format(root=root, run_id=run_id))
+                new = new.format(root=root, run_id=ids[1], first_run_id=ids[0])
+                body = body.replace(old, new)
             if lang == "python":
                 body = f"python - <<'PYTHON_BLOCK'\n{body}PYTHON_BLOCK\n"
             output = _run_in(shell, body, first)
