@@ -126,8 +126,9 @@ def test_slurm_sweep_artifacts_live_on_the_server_not_in_the_jobs(slurm_sweep, t
         assert c.info.artifact_uri == f"mlflow-artifacts:/{exp.experiment_id}/{rid}/artifacts"
         listed = {a.path for a in client.list_artifacts(rid)}
         assert {"weights.npz", "params.yaml", "learning_curves.png"} <= listed
-        for name in listed:
-            assert (stored / rid / "artifacts" / name).is_file()
+        for name in listed:  # files, and folders such as predictions/
+            assert (stored / rid / "artifacts" / name).exists(), name
+        assert (stored / rid / "artifacts" / "predictions" / "test.csv").is_file()
     models = list(stored.glob("models/*/artifacts/MLmodel"))
     assert len(models) == 4  # the pyfunc models, stored by the server too
     # Nothing MLflow stores is left in the jobs' folders, nor anywhere in the project.
