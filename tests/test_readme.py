@@ -74,7 +74,7 @@ PLANS: dict[str, Plan] = {
         skip="a server that runs until stopped: test_make_ui_serves_and_refuses_a_second_one"
     ),
     "python -m pipeline.train -m train.lr=0.1,0.3,1.0 seed=0,1,2 tracking.sweep=my_sweep": Plan(
-        subs=SWEEP_SMALL, expect=("sweep my_sweep: 2/2 runs finished", "Best setting")
+        subs=SWEEP_SMALL, expect=("sweep my_sweep: 2/2 jobs finished", "Best setting")
     ),
     "dvc exp run --queue -S 'train.lr=0.1,0.3,1.0' -S 'seed=0,1,2'": Plan(
         subs={"'train.lr=0.1,0.3,1.0'": "'train.lr=0.5,1.0'", "'seed=0,1,2'": "'seed=0'"}
@@ -115,9 +115,6 @@ PLANS: dict[str, Plan] = {
             "<run id>  ": "{first_run_id}  ",
         },
         expect=("MATCH: run ",),
-    ),
-    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false .venv/bin/mlflow server --host 0.0.0.0 --port 5000": (
-        Plan(skip="Slurm")
     ),
 }
 

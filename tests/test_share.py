@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from project import Project, clone, commit
+from project import Project, clone
 
 pytestmark = pytest.mark.e2e
 
@@ -168,20 +168,8 @@ def test_experiments_travel_through_a_bare_repository(repro_project, tmp_path):
     assert mate.runs() == []
 
 
-def _cache_metrics_and_plots(project: Project) -> None:
-    """Make the train and evaluate stages' metrics and plots cached DVC outputs (the lead's
-    planned dvc.yaml change; nothing to do once it is there), so that DVC keeps a run cache for
-    those stages."""
-    path = project.root / "dvc.yaml"
-    path.write_text(re.sub(r":\n\s+cache: false", "", path.read_text()))
-    project.run("git", "rm", "-q", "--cached", "--ignore-unmatch", "-r", "metrics", "plots")
-    project.run("dvc", "commit", "-f", "-q")
-    commit(project, "metrics and plots cached")
-
-
 def test_exp_run_pull_reuses_a_teammates_training(repro_project, tmp_path):
-    project = repro_project
-    _cache_metrics_and_plots(project)
+    project = repro_project  # every output is cached, so every stage has a run cache
     mate = _teammate(project, tmp_path, "local", None, "")
     project.run("dvc", "exp", "run", "-n", "lr05", "-S", "train.lr=0.5")
     project.run("dvc", "exp", "push", "--run-cache", "origin", "lr05")

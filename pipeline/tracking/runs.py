@@ -15,6 +15,7 @@ from typing import Any
 
 import mlflow
 from mlflow.entities import Metric, RunStatus
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from pipeline import interrupts
@@ -44,7 +45,17 @@ def log_dataset(info: DatasetInfo, context: str = "training") -> None:
         warnings.simplefilter("ignore", UserWarning)
         source = resolve_dataset_source(str(info.path))
     dataset = MetaDataset(source=source, name=info.name, digest=info.sha256[:MAX_DIGEST])
-    mlflow.log_input(dataset, context=context, tags={"provenance": info.provenance[:500]})
+    for attempt in range(3):
+        # MLflow's store inserts a dataset it has not seen with no lock: runs logging the same
+        # new dataset at once can collide ("duplicate key ... dataset_pk" on PostgreSQL). The
+        # loser's retry finds the row and links to it.
+        try:
+            mlflow.log_input(dataset, context=context, tags={"provenance": info.provenance[:500]})
+            return
+        except MlflowException:
+            if attempt == 2:
+                raise
+            time.sleep(0.5 * (attempt + 1))
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
