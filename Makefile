@@ -21,7 +21,7 @@ setup: $(STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install -q --disable-pip-version-check --require-hashes -r requirements.lock
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
@@ -64,11 +64,18 @@ format: setup
 	$(BIN)/ruff format pipeline tests scripts
 	$(BIN)/ruff check --fix pipeline tests scripts
 
-# Re-pin: a throwaway venv with pyproject's ranges, frozen into requirements.lock.
+# Re-pin: uv resolves pyproject.toml (its dependencies, the dev extra, and setuptools for the
+# editable build) for Python 3.11 to 3.13 on every platform, with hashes, keeping the versions
+# pinned now where they still fit (`make lock LOCK_KEEP=` re-resolves everything).
+LOCK_KEEP ?= -c .lockenv/current.txt
 lock:
-	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
-	.lockenv/bin/pip install -q -e '.[dev]'
-	{ sed -n '1,3p' requirements.lock; .lockenv/bin/pip freeze --exclude-editable --all | grep -v '^pip=='; } > requirements.lock.new
+	rm -rf .lockenv && $(PYTHON) -m venv .lockenv && .lockenv/bin/pip install -q uv
+	grep -o '^[A-Za-z0-9_.-]*==[^ ;]*' requirements.lock > .lockenv/current.txt
+	echo 'setuptools>=68' > .lockenv/build.in
+	cd .lockenv && bin/uv pip compile ../pyproject.toml build.in --extra dev --universal \
+	  --generate-hashes --python-version 3.11 --no-header $(LOCK_KEEP:.lockenv/%=%) -o lock.txt
+	{ head -3 requirements.lock; grep -v -e '^    #   -c current.txt' -e '# via -c current.txt' \
+	  .lockenv/lock.txt; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock && rm -rf .lockenv
 
 clean:
