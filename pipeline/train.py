@@ -40,6 +40,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import yaml
+from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
 import pipeline
@@ -160,18 +161,29 @@ def _checkpoint_to_resume(
     client: mlflow.MlflowClient, checkpoints: Checkpointing
 ) -> checkpoint.Checkpoint | None:
     """The slot's checkpoint if this run should continue it, else None; says why on a line
-    when there is a checkpoint it does not use."""
+    when there is a checkpoint it does not use, and ends that checkpoint's run KILLED if it was
+    left RUNNING (the slot's lock is ours: the process that ran it is gone)."""
     slot = checkpoints.slot
-    if not checkpoints.resume:
-        if slot.file.exists():
-            print(f"train.resume=never: the checkpoint in {slot} is not used; this run replaces it")
-        return None
     try:
         found = slot.read()
     except checkpoint.CheckpointError as exc:
         print(f"checkpoint not used ({exc}): training starts over", file=sys.stderr)
         return None
     if found is None:
+        return None
+    try:
+        run = client.get_run(found.run_id)
+    except MlflowException:
+        print(
+            f"checkpoint {slot.shown} not used: its MLflow run {found.run_id} is not in "
+            f"{store.redact(client.tracking_uri)}; training starts over",
+            file=sys.stderr,
+        )
+        return None
+    status = run.info.status
+    if not checkpoints.resume:
+        print(f"train.resume=never: the checkpoint in {slot} is not used; this run replaces it")
+        _close_abandoned(client, run, "train.resume=never started this configuration over")
         return None
     differs = found.identity.differences(checkpoints.identity)
     if differs:
@@ -180,15 +192,7 @@ def _checkpoint_to_resume(
             "; training starts over",
             file=sys.stderr,
         )
-        return None
-    try:
-        status = client.get_run(found.run_id).info.status
-    except MlflowException:
-        print(
-            f"checkpoint {slot.shown} not used: its MLflow run {found.run_id} is not in "
-            f"{store.redact(client.tracking_uri)}; training starts over",
-            file=sys.stderr,
-        )
+        _close_abandoned(client, run, f"its checkpoint was refused ({'; '.join(differs)})")
         return None
     if status == "FINISHED":  # ended after its last checkpoint: a new run is asked for
         return None
@@ -197,6 +201,16 @@ def _checkpoint_to_resume(
     left = "left RUNNING by a process that is gone" if status == "RUNNING" else status
     print(f"train: {how} MLflow run {found.run_id} ({left}) from {found.where()}", flush=True)
     return found
+
+
+def _close_abandoned(client: mlflow.MlflowClient, run: Run, why: str) -> None:
+    """End `run` KILLED (tag `stale`) if its process left it RUNNING; a line says so."""
+    if run.info.status != "RUNNING":
+        return
+    liveness.close(client, run, f"its process is gone and {why}")
+    print(
+        f"train: MLflow run {run.info.run_id}, left RUNNING by a process that is gone, ended KILLED"
+    )
 
 
 def _train_and_log(

@@ -363,21 +363,26 @@ def test_a_checkpoint_from_other_code_is_refused_and_the_dead_run_closed(prepare
     p = prepared_project
     argv = ["tracking.log_model=false"]
     assert interrupted(p, argv, at=BATCHES_PER_EPOCH + 2).returncode == -signal.SIGKILL
+    (left,) = p.runs()
+    listed = p.run("python", "-m", "pipeline.runs", "list-stale")
+    assert f"stale    {left.info.run_id}  zhang-cnn/" in listed.stdout
+    assert "1 RUNNING runs: 1 stale, 0 live, 0 unknown" in listed.stdout
     cnn_py = p.root / "pipeline/model/cnn.py"
     cnn_py.write_text(cnn_py.read_text() + "\n# an edit\n")
     done = p.run("python", "-m", "pipeline.train", *argv)
     assert "refused: it was made by another run (code: pipeline/model/cnn.py changed)" in (
         done.stderr
     )
+    assert (
+        f"MLflow run {left.info.run_id}, left RUNNING by a process that is gone, ended KILLED"
+        in (done.stdout)
+    )
     left, new = p.runs()
-    assert (left.info.status, new.info.status) == ("RUNNING", "FINISHED")
+    assert (left.info.status, new.info.status) == ("KILLED", "FINISHED")
+    assert "checkpoint was refused (code: pipeline/model/cnn.py changed)" in left.data.tags["stale"]
     assert "resumes" not in new.data.tags  # trained from the start
-    listed = p.run("python", "-m", "pipeline.runs", "list-stale")
-    assert f"stale    {left.info.run_id}  zhang-cnn/" in listed.stdout
-    assert "1 RUNNING runs: 1 stale, 0 live, 0 unknown" in listed.stdout
-    p.run("python", "-m", "pipeline.runs", "close-stale")
-    closed = p.client.get_run(left.info.run_id)
-    assert closed.info.status == "KILLED" and "is gone" in closed.data.tags["stale"]
+    listed = p.run("python", "-m", "pipeline.runs", "close-stale")
+    assert "0 RUNNING runs: 0 stale, 0 live, 0 unknown; 0 closed (KILLED)" in listed.stdout
 
 
 @pytest.mark.e2e
