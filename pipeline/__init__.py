@@ -6,8 +6,10 @@ Modules at the top are entry points (DVC stages, commands, the Hydra callback) a
 foundations they share; each entry point reads the configuration, the environment and files,
 then calls into the folders below, which never read the environment or a whole config:
 - data/      manifests, sources, IDX parsing, the prepared file
-- model/     the network (cnn), SGD, inference, the run's plan, the toolbox replay
-- tracking/  the MLflow store, runs, the sweep's parent run, the pyfunc model
+- model/     the network (cnn), SGD, inference, the run's plan, the toolbox replay,
+             checkpoints (a run's saved state)
+- tracking/  the MLflow store, runs, the sweep's parent run, the pyfunc model, whether a
+             RUNNING run's process is alive
 - reports/   figures, the sweep comparison, the reproduction report, the summary
 - share/     a logged run re-checked: its commit checked out, retrained, compared
 - bench/     the speed benchmark (`python -m pipeline.bench`)

@@ -27,6 +27,10 @@ from pipeline.files import atomic_write_bytes
 
 PARAMS_FILE = Path("params.yaml")
 TOOLBOX_IMAGES = 60_000  # the toolbox trains on every training image, in file order
+# How a run is checkpointed and resumed, not what it computes: left out of a run's identity
+# (its checkpoint's key, a sweep job's identity), so changing them resumes the same run.
+RESUME_KEYS = ("train.checkpoint_every", "train.resume")
+RESUME_MODES = ("auto", "never")
 
 
 class ConfigError(ValueError):
@@ -83,6 +87,8 @@ class TrainConfig:  # conf/train/*.yaml
     test_each_epoch: bool
     init_seed: int | None
     order_seed: int | None
+    checkpoint_every: int
+    resume: str
 
     def __post_init__(self) -> None:
         _require(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
@@ -101,6 +107,16 @@ class TrainConfig:  # conf/train/*.yaml
         for key in ("init_seed", "order_seed"):
             value = getattr(self, key)
             _require(value is None or value >= 0, f"train.{key}", "must be >= 0 or null")
+        _require(
+            self.checkpoint_every >= 0,
+            "train.checkpoint_every",
+            f"must be >= 0 (0: only on a signal), got {self.checkpoint_every}",
+        )
+        _require(
+            self.resume in RESUME_MODES,
+            "train.resume",
+            f"must be auto or never, got {self.resume!r}",
+        )
 
 
 @dataclass

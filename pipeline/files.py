@@ -45,6 +45,18 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def tree_sha256s(root: Path, suffixes: Sequence[str]) -> dict[str, str]:
+    """{relative path: sha256} of every file under `root` whose name ends with one of
+    `suffixes`, in path order (caches such as __pycache__ left out)."""
+    root = Path(root)
+    found = (
+        p
+        for p in root.rglob("*")
+        if p.is_file() and p.name.endswith(tuple(suffixes)) and "__pycache__" not in p.parts
+    )
+    return {p.relative_to(root).as_posix(): sha256_file(p) for p in sorted(found)}
+
+
 @contextlib.contextmanager
 def atomic_path(dest: Path) -> Iterator[Path]:
     """Yield a temporary path next to `dest`; rename it over `dest` only if the block succeeds.

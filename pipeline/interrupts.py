@@ -1,12 +1,19 @@
-"""Ctrl-C and SIGTERM, handled so that an interrupted command leaves a true account of itself.
+"""Ctrl-C, SIGTERM, SIGUSR1 and SIGUSR2, handled so that an interrupted command leaves a true
+account of itself.
 
-- `raising()`: entry points install it first; either signal then raises `Interrupted` at once
+SIGUSR1 and SIGUSR2 are what a cluster sends before it stops a job: Slurm sends the signal of
+`sbatch --signal` before a time limit, and submitit (Hydra's submitit launcher) asks for SIGUSR2
+and requeues the job from its handler of it. Training treats them as it treats SIGTERM (a
+checkpoint, then the run ends KILLED), then `pass_on` hands them to the handler that was there
+before, so that submitit requeues the job and the next attempt resumes from the checkpoint.
+
+- `raising()`: entry points install it first; a signal then raises `Interrupted` at once
   (SIGTERM's default would end the process with no word), so each entry point can say what it
   left behind.
 - `at_safe_points()`: inside it a signal is only noted, and acted on where the code calls
   `check()` (between training batches), never inside a write or one of MLflow's database calls,
   where an exception could turn into an ordinary error. A second signal acts at once.
-- `deferred()`: inside it both signals are held back by the kernel and delivered when the block
+- `deferred()`: inside it the signals are held back by the kernel and delivered when the block
   ends: for the moment a group of finished files is renamed into place.
 Signals can only be handled in the main thread; elsewhere these do nothing.
 """
@@ -19,17 +26,23 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Handed on to an earlier handler (`pass_on`): the signals a cluster sends before it stops a job.
+REQUEUE_SIGNALS = tuple(getattr(signal, n) for n in ("SIGUSR1", "SIGUSR2") if hasattr(signal, n))
+SIGNALS = (signal.SIGINT, signal.SIGTERM, *REQUEUE_SIGNALS)
 
 
 class Interrupted(BaseException):
-    """Ctrl-C or SIGTERM arrived. A BaseException, like KeyboardInterrupt: `except Exception`
-    does not swallow it. `run_id` names the MLflow run it ended, if any (set by
-    `pipeline.tracking.runs.run`)."""
+    """A signal arrived. A BaseException, like KeyboardInterrupt: `except Exception` does not
+    swallow it. `run_id` names the MLflow run it ended, if any (set by
+    `pipeline.tracking.runs.run`); `safe`: raised at a safe point (`check()`), where the work's
+    state is whole; `checkpoint`: what was saved before the run ended, if anything (set by
+    training)."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, *, safe: bool = False) -> None:
         self.signum = signum
+        self.safe = safe
         self.run_id: str | None = None
+        self.checkpoint: str | None = None
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
 
 
@@ -46,8 +59,10 @@ def _raise_now(signum: int, frame: Any) -> None:
 
 def _note(signum: int, frame: Any) -> None:
     _pending.append(signum)
-    if len(_pending) > 1:  # asked twice: stop now
-        check()
+    if len(_pending) > 1:  # asked twice: stop now, wherever this is (not a safe point)
+        first = _pending[0]
+        _pending.clear()
+        raise Interrupted(first)
 
 
 @contextlib.contextmanager
@@ -66,7 +81,7 @@ def _handlers(handler: Any) -> Iterator[None]:
 
 
 def raising() -> contextlib.AbstractContextManager[None]:
-    """Either signal raises `Interrupted` at once, for the whole block."""
+    """Any of the signals raises `Interrupted` at once, for the whole block."""
     return _handlers(_raise_now)
 
 
@@ -84,7 +99,23 @@ def check() -> None:
     if _pending:
         signum = _pending[0]
         _pending.clear()
-        raise Interrupted(signum)
+        raise Interrupted(signum, safe=True)
+
+
+def pending() -> bool:
+    """Whether a signal was noted and not yet acted on."""
+    return bool(_pending)
+
+
+def pass_on(signum: int) -> None:
+    """Hand SIGUSR1/SIGUSR2 to the handler installed before this module's (submitit's, in a
+    Slurm job: it requeues the job, then ends the process with SystemExit); nothing for other
+    signals, or when that handler is the default or this module's."""
+    if signum not in REQUEUE_SIGNALS or not _main_thread():
+        return
+    handler = signal.getsignal(signum)
+    if callable(handler) and handler not in (_note, _raise_now):
+        handler(signum, None)
 
 
 def take() -> int | None:
@@ -96,7 +127,7 @@ def take() -> int | None:
 
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
-    """Hold both signals back during a short block; the kernel delivers them when it ends."""
+    """Hold the signals back during a short block; the kernel delivers them when it ends."""
     if not _main_thread():
         yield
         return

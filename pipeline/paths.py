@@ -79,6 +79,12 @@ def default_store(root: Path) -> str:
     return f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
 
 
+def checkpoints(root: Path) -> Path:
+    """Where training keeps its checkpoints: `checkpoints/` at the repo root, outside DVC's
+    outputs (gitignored and dvcignored), one folder per run configuration."""
+    return Path(root).resolve() / "checkpoints"
+
+
 def artifact_root(root: Path) -> Path:
     """Where experiments created against a local store keep their artifacts."""
     return Path(root).resolve() / "mlartifacts"

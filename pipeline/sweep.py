@@ -13,12 +13,18 @@ runs once, in the launching process, before any job starts. It:
   (`pipeline.cluster.slurm.JobWatch`) and interrupts the launcher if it would wait forever on
   jobs that ended without a result (scancel, SIGKILL, a lost node);
 - creates the parent run, and hands its id, the sweep name and the tracking URI to the jobs
-  through environment variables (every launcher's job processes inherit them).
+  through environment variables (every launcher's job processes inherit them);
+- or, when a sweep of that name exists, resumes it: with the same jobs (any other set is
+  refused: its runs and report would be mixed), and unless its launcher still runs, it reopens
+  the same parent run and says where its jobs stand. Each job then decides for itself
+  (`pipeline.train`): a FINISHED run with the same config, code and data is kept (skipped), an
+  interrupted one continues from its checkpoint, the others train. `train.resume=never` on the
+  command line trains every job again.
 Each job (`pipeline.train`'s Hydra entry) logs a child run tagged with the sweep name, its
 overrides, its Hydra job number and its Slurm job id. `on_multirun_end`, or at exit if a failed
 job made Hydra raise first, ends the parent run from what the jobs did: the jobs the sweep
-launched against their child runs (`pipeline.tracking.sweeps.finish_parent`), after every Slurm
-job has ended.
+launched against their child runs (`pipeline.tracking.sweeps.finish_parent`, each job counted
+once, by its latest run), after every Slurm job has ended.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline import paths, runtime
 from pipeline.cluster import slurm
 from pipeline.config import ConfigError, validate
-from pipeline.tracking import store, sweeps
+from pipeline.tracking import liveness, store, sweeps
 from pipeline.tracking.server import Server
 
 ENV_NAME, ENV_PARENT, ENV_LAUNCHER = runtime.SWEEP_VARS
@@ -117,6 +123,7 @@ class SweepCallback(Callback):
         self.uri: str | None = None
         self.jobs: list[str] | None = None
         self.watch: slurm.JobWatch | None = None
+        self.since_ms: int | None = None  # a sweep run again: when this launch started
 
     # Parallel launchers pickle Hydra's context, this callback included, into each job; the
     # server process and the parent run belong to the launching process only.
@@ -161,13 +168,6 @@ class SweepCallback(Callback):
                 uri = self.server.uri
                 print(f"sweep {name}: MLflow server {uri} over the SQLite store", flush=True)
         client, experiment_id = store.connect(uri, cfg.tracking.experiment, artifacts)
-        if (old := sweeps.find_parent(client, experiment_id, name)) is not None:
-            raise store.TrackingError(
-                f"a sweep named {name!r} already exists in experiment "
-                f"{cfg.tracking.experiment!r} (parent run {old.info.run_id}); its runs and "
-                f"report would be mixed with this one's. Name this sweep differently "
-                f"(tracking.sweep=...)"
-            )
         if on_slurm:
             location = client.get_experiment(experiment_id).artifact_location
             if not store.shares_artifacts(location):
@@ -178,7 +178,15 @@ class SweepCallback(Callback):
                     "itself (mlflow-artifacts:/)"
                 )
         self.jobs = expected_jobs(config)
-        self.parent_id = sweeps.create_parent(client, experiment_id, name=name, command=_command())
+        old = sweeps.find_parent(client, experiment_id, name)
+        if old is None:
+            self.parent_id = sweeps.create_parent(
+                client, experiment_id, name=name, command=_command(), jobs=self.jobs
+            )
+        else:
+            self.parent_id = self._resume(
+                client, old, name, cfg.tracking.experiment, cfg.train.resume
+            )
         self.uri = uri
         os.environ.update({ENV_NAME: name, ENV_PARENT: self.parent_id, "MLFLOW_TRACKING_URI": uri})
         atexit.register(self._finish)
@@ -187,6 +195,46 @@ class SweepCallback(Callback):
         print(
             f"sweep {name}: parent MLflow run {self.parent_id} on {store.redact(uri)}", flush=True
         )
+
+    def _resume(
+        self, client: store.MlflowClient, old: Any, name: str, experiment: str, resume: str
+    ) -> str:
+        """Reopen the parent run of the sweep `name`, run again (module docstring); raise
+        TrackingError when it cannot be resumed."""
+        where = f"a sweep named {name!r} already exists in experiment {experiment!r}"
+        command = old.data.tags.get("command", "?")
+        if self.jobs is None:
+            raise store.TrackingError(
+                f"{where}, and this sweeper's jobs cannot be listed here to resume it: name "
+                "this sweep differently (tracking.sweep=...)"
+            )
+        if old.data.tags.get(sweeps.JOBS_SHA) != sweeps.jobs_sha256(self.jobs):
+            raise store.TrackingError(
+                f"{where} with other jobs (parent run {old.info.run_id}, started by `{command}`)"
+                "; its runs and report would be mixed with this one's. Rerun that command to "
+                "resume it, or name this sweep differently (tracking.sweep=...)"
+            )
+        if old.info.status == "RUNNING":
+            verdict = liveness.judge(old)
+            if verdict.state != "stale":
+                raise store.TrackingError(
+                    f"{where} and may still be running ({verdict.why}; parent run "
+                    f"{old.info.run_id}): wait for it to end, or close it if its launcher is "
+                    "gone (`python -m pipeline.runs close-stale --other-hosts-after 1h`)"
+                )
+        self.since_ms = int(time.time() * 1000)
+        sweeps.reopen_parent(client, old, command=_command())
+        stand = sweeps.survey(client, old, self.jobs)
+        if resume == "never":
+            plan = f"train.resume=never: all {len(self.jobs)} jobs train again"
+        else:
+            plan = (
+                f"{stand['finished']} finished (skipped unless their config, code or data "
+                f"changed), {stand['interrupted']} interrupted (resumed from their checkpoints, "
+                f"else trained again), {stand['not run']} not run yet"
+            )
+        print(f"sweep {name}: resuming it (parent MLflow run {old.info.run_id}): {plan}")
+        return old.info.run_id
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._finish()
@@ -214,9 +262,12 @@ class SweepCallback(Callback):
                 notes=notes,
                 ended=not interrupted,
                 interrupted=interrupted,
+                since_ms=self.since_ms,
             )
+            how = done.done and ", ".join(f"{n} {k}" for k, n in done.done.items() if n)
             print(
                 f"sweep {done.name}: {done.finished}/{done.jobs} jobs finished"
+                + (f" ({how})" if how else "")
                 + (" (interrupted)" if interrupted else "")
                 + "".join(f"\n  not finished: {f}" for f in done.failures)
                 + f"\ncompare with `python -m pipeline.compare {done.name}`",

@@ -15,8 +15,16 @@ BLAS threads, portable mode and the SIMD paths that ran, NumPy version, the weig
 its dataset (MLflow's dataset tracking); artifacts (weights.npz, params.yaml, PNG figures,
 `predictions/test.csv`: one row per test image, actual and predicted label, for paired
 comparisons image by image) and the pyfunc model. It ends FINISHED only after all of that and
-the outputs are written, FAILED on an error (divergence included), KILLED on Ctrl-C or SIGTERM,
-with no output written (see `train_and_log`).
+the outputs are written, FAILED on an error (divergence included), KILLED on Ctrl-C, SIGTERM,
+SIGUSR1 or SIGUSR2, with no output written (see `train_and_log`).
+
+Resuming: training writes a checkpoint (`pipeline.model.checkpoint`) after every
+`train.checkpoint_every` epochs, after the last one, and at the batch boundary where a signal
+stops it, in `checkpoints/<run>-<config hash>/` at the repo root. With `train.resume: auto` the
+same configuration run again continues the same MLflow run from there (taking over a run left
+RUNNING by a dead process), logs every metric step once, and ends with the bytes of an
+uninterrupted run; a checkpoint made by other code, data or environment is refused, saying which
+differs. A sweep job whose FINISHED run has the same config, code and data is skipped.
 """
 
 from __future__ import annotations
@@ -32,10 +40,12 @@ from typing import Any
 import mlflow
 import numpy as np
 import yaml
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
 
 import pipeline
 from pipeline import interrupts, paths, runtime
-from pipeline.config import PARAMS_FILE, Config, ConfigError, load_params, validate
+from pipeline.config import PARAMS_FILE, RESUME_KEYS, Config, ConfigError, load_params, validate
 from pipeline.data.prepared import read_prepared
 from pipeline.files import (
     DataError,
@@ -43,18 +53,20 @@ from pipeline.files import (
     json_bytes,
     sha256_bytes,
     sha256_file,
+    tree_sha256s,
     write_csv,
     write_together,
 )
-from pipeline.model import sgd
+from pipeline.model import checkpoint, sgd
 from pipeline.model.inference import Evaluation, assess
 from pipeline.model.plan import Plan, make_plan
 from pipeline.model.weights import weights_bytes
 from pipeline.reports import figures
 from pipeline.runtime import NotInProject
-from pipeline.tracking import pyfunc, runs, store
+from pipeline.tracking import liveness, pyfunc, runs, store, sweeps
 
 EPOCH_COLUMNS = ("train_loss", "train_error", "val_loss", "val_error")  # test_*: if logged
+CODE_SUFFIXES = (".py", ".yaml", ".json")  # the package's files that decide a run's bytes
 
 
 @dataclass
@@ -62,7 +74,27 @@ class RunResult:
     run_id: str
     trained: sgd.TrainResult
     test: Evaluation
-    late_signal: int | None = None  # Ctrl-C / SIGTERM that came after the outputs were written
+    late_signal: int | None = None  # a signal that came after the outputs were written
+    resumed_from: str | None = None  # where its checkpoint stood, for a resumed run
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A sweep job that already has a FINISHED run with the same config, code and data."""
+
+    run_id: str
+    test_error: float
+
+
+@dataclass(frozen=True)
+class Checkpointing:
+    """Where a run keeps its checkpoints and whether it resumes one (`train.checkpoint_every`,
+    `train.resume`), and what it must match to resume (its identity)."""
+
+    slot: checkpoint.Slot
+    identity: checkpoint.Identity
+    every: int  # epochs between checkpoints; 0: only on a signal
+    resume: bool  # train.resume == "auto"
 
 
 def train_and_log(
@@ -80,6 +112,7 @@ def train_and_log(
     config_yaml: str,
     log_model: bool,
     dataset: runs.DatasetInfo,
+    checkpoints: Checkpointing,
     parent_run_id: str | None = None,
 ) -> RunResult:
     """Train `plan` with SGD, evaluate on its test set, log one MLflow run, write `outputs`.
@@ -88,73 +121,229 @@ def train_and_log(
     test_each_epoch: also evaluate the test set after every epoch; where to write; the MLflow
     experiment, run name, tags, params (flat) and the configuration's text (an artifact);
     log_model: also log the pyfunc model; dataset: the input, for MLflow's dataset tracking;
-    parent_run_id: the sweep's parent run, if any.
+    checkpoints: where checkpoints go and whether to resume one; parent_run_id: the sweep's
+    parent run, if any.
     Returns the run id, the training result and the test evaluation.
 
-    Order, so that an interruption always leaves a true state: train and evaluate (Ctrl-C and
-    SIGTERM act between batches), log every artifact from a staging folder, then write all of
-    `outputs` together (old or new, never a mix), then end the run FINISHED. An interruption
-    before the last step ends the run KILLED with the previous outputs untouched.
+    Order, so that an interruption always leaves a true state: train and evaluate (signals act
+    between batches, after a checkpoint), log every artifact from a staging folder, then write
+    all of `outputs` together (old or new, never a mix), then end the run FINISHED and drop its
+    checkpoint. An interruption before the last step ends the run KILLED with the previous
+    outputs untouched and the checkpoint kept (`Interrupted.checkpoint` says where).
     """
-    batches_per_epoch = -(-len(plan.fit) // batch_size)
-    with runs.run(experiment_id, run_name=run_name, tags=tags, parent_run_id=parent_run_id) as r:
-        run_id = r.info.run_id
+    with checkpoints.slot.locked() as slot:  # CheckpointError if a live process trains this
         client = mlflow.MlflowClient()
-        mlflow.log_params({**params, "train.batches_per_epoch": batches_per_epoch})
-        runs.log_dataset(dataset)
+        found = _checkpoint_to_resume(client, checkpoints)
+        result = _train_and_log(
+            client=client,
+            found=found,
+            plan=plan,
+            lr=lr,
+            batch_size=batch_size,
+            epochs=epochs,
+            test_each_epoch=test_each_epoch,
+            outputs=outputs,
+            experiment_id=experiment_id,
+            run_name=run_name,
+            tags=tags,
+            params=params,
+            config_yaml=config_yaml,
+            log_model=log_model,
+            dataset=dataset,
+            checkpoints=checkpoints,
+            parent_run_id=parent_run_id,
+        )
+        slot.remove()  # the run FINISHED: nothing is left to resume
+    return result
 
-        pending: list[float] = []  # this epoch's batch losses, logged in one call per epoch
+
+def _checkpoint_to_resume(
+    client: mlflow.MlflowClient, checkpoints: Checkpointing
+) -> checkpoint.Checkpoint | None:
+    """The slot's checkpoint if this run should continue it, else None; says why on a line
+    when there is a checkpoint it does not use, and ends that checkpoint's run KILLED if it was
+    left RUNNING (the slot's lock is ours: the process that ran it is gone)."""
+    slot = checkpoints.slot
+    try:
+        found = slot.read()
+    except checkpoint.CheckpointError as exc:
+        print(f"checkpoint not used ({exc}): training starts over", file=sys.stderr)
+        return None
+    if found is None:
+        return None
+    try:
+        run = client.get_run(found.run_id)
+    except MlflowException:
+        print(
+            f"checkpoint {slot.shown} not used: its MLflow run {found.run_id} is not in "
+            f"{store.redact(client.tracking_uri)}; training starts over",
+            file=sys.stderr,
+        )
+        return None
+    status = run.info.status
+    if not checkpoints.resume:
+        print(f"train.resume=never: the checkpoint in {slot} is not used; this run replaces it")
+        _close_abandoned(client, run, "train.resume=never started this configuration over")
+        return None
+    differs = found.identity.differences(checkpoints.identity)
+    if differs:
+        print(
+            f"checkpoint {slot.shown} refused: it was made by another run ({'; '.join(differs)})"
+            "; training starts over",
+            file=sys.stderr,
+        )
+        _close_abandoned(client, run, f"its checkpoint was refused ({'; '.join(differs)})")
+        return None
+    if status == "FINISHED":  # ended after its last checkpoint: a new run is asked for
+        return None
+    # The slot's lock is ours, so the process that left a RUNNING run is gone (liveness).
+    how = "taking over" if status == "RUNNING" else "resuming"
+    left = "left RUNNING by a process that is gone" if status == "RUNNING" else status
+    print(f"train: {how} MLflow run {found.run_id} ({left}) from {found.where()}", flush=True)
+    return found
+
+
+def _close_abandoned(client: mlflow.MlflowClient, run: Run, why: str) -> None:
+    """End `run` KILLED (tag `stale`) if its process left it RUNNING; a line says so."""
+    if run.info.status != "RUNNING":
+        return
+    liveness.close(client, run, f"its process is gone and {why}")
+    print(
+        f"train: MLflow run {run.info.run_id}, left RUNNING by a process that is gone, ended KILLED"
+    )
+
+
+def _train_and_log(
+    *,
+    client: mlflow.MlflowClient,
+    found: checkpoint.Checkpoint | None,
+    plan: Plan,
+    lr: float,
+    batch_size: int,
+    epochs: int,
+    test_each_epoch: bool,
+    outputs: paths.Outputs,
+    experiment_id: str,
+    run_name: str,
+    tags: Mapping[str, str],
+    params: Mapping[str, Any],
+    config_yaml: str,
+    log_model: bool,
+    dataset: runs.DatasetInfo,
+    checkpoints: Checkpointing,
+    parent_run_id: str | None,
+) -> RunResult:
+    """`train_and_log` inside its checkpoint slot: a new run, or `found`'s run continued."""
+    batches_per_epoch = -(-len(plan.fit) // batch_size)
+    identity = checkpoints.identity
+    run_tags = {
+        **tags,
+        "config_sha256": identity.config_sha256,
+        "code_sha256": identity.code_sha256,
+        **liveness.process_tags(),
+    }
+    state = sgd.TrainState(plan.params0)
+    resumed_from = found.where() if found is not None else None
+    if found is not None:
+        resumes = client.get_run(found.run_id).data.tags.get("resumes", "0")
+        run_tags["resumes"] = str(int(resumes) + 1)
+        state = found.state
+        plan.order.restore(found.order)  # order(epoch) continues where the checkpoint stood
+    run_id = found.run_id if found is not None else None
+    with runs.run(
+        experiment_id, run_name=run_name, tags=run_tags, parent_run_id=parent_run_id, run_id=run_id
+    ) as r:
+        run_id = r.info.run_id
+        if found is None:
+            mlflow.log_params({**params, "train.batches_per_epoch": batches_per_epoch})
+            runs.log_dataset(dataset)
+        metrics_log = runs.MetricLog(client, run_id, resumed=found is not None)
+
+        def log_epoch(epoch: int, metrics: Mapping[str, float]) -> dict[str, float]:
+            shown = {k: v for k, v in metrics.items() if k != "epoch"}
+            first = (epoch - 1) * batches_per_epoch + 1
+            losses = state.losses[first - 1 : epoch * batches_per_epoch]
+            metrics_log.log(
+                shown,
+                epoch,
+                series={"batch_loss": (first, losses)},
+                tags={liveness.HEARTBEAT: liveness.heartbeat_now()},
+            )
+            return shown
+
+        for epoch, metrics in enumerate(state.history, start=1):  # what a lost process missed
+            log_epoch(epoch, metrics)
+
+        def save() -> None:
+            ckpt = checkpoint.Checkpoint(identity, run_id, state, plan.order.state())
+            checkpoints.slot.write(ckpt)
 
         def on_epoch(epoch: int, metrics: Mapping[str, float]) -> None:
-            shown = {k: v for k, v in metrics.items() if k != "epoch"}
-            mlflow.log_metrics(shown, step=epoch)
+            shown = log_epoch(epoch, metrics)
             text = ", ".join(f"{k} {v:.4f}" for k, v in shown.items())
             print(f"epoch {epoch}/{epochs}: {text}", flush=True)
-            first = (epoch - 1) * batches_per_epoch + 1
-            runs.log_series(client, run_id, "batch_loss", pending, first)
-            pending.clear()
+            every = checkpoints.every
+            if every and (epoch % every == 0 or epoch == epochs):
+                save()
 
         def on_batch(step: int, loss: float) -> None:
-            pending.append(loss)
-            interrupts.check()  # SIGTERM / Ctrl-C take effect here, between batches
+            interrupts.check()  # signals take effect here, between batches
 
         evals = {"val": (plan.val.x, plan.val.y)} if plan.val else {}
         if test_each_epoch:
             evals["test"] = (plan.test.x, plan.test.y)
-        trained = sgd.train(
-            plan.params0,
-            plan.fit.x,
-            plan.fit.y,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            order=plan.order,
-            evals=evals,
-            on_batch=on_batch,
-            on_epoch=on_epoch,
-        )
-        trained.params = plan.to_saved(trained.params)  # natural images, in every mode
-        test = assess(trained.params, plan.test_natural)
-        if not test_each_epoch:  # else logged at every epoch, the last one included
-            mlflow.log_metrics({"test_loss": test.loss, "test_error": test.error}, step=epochs)
-        interrupts.check()
-
-        contents = train_outputs(outputs, trained, batches_per_epoch)
-        # What `pipeline.verify` compares a retraining against: the weights file's own hash.
-        mlflow.set_tag("weights_sha256", sha256_bytes(contents[outputs.weights]))
-        with tempfile.TemporaryDirectory(prefix="pipeline-artifacts-") as tmp:
-            staged = Path(tmp)
-            weights = staged / outputs.weights.name
-            weights.write_bytes(contents[outputs.weights])
-            _log_artifacts(
-                staged, trained, test, plan.test_natural.labels, batches_per_epoch, config_yaml
+        try:
+            trained = sgd.train(
+                plan.params0,
+                plan.fit.x,
+                plan.fit.y,
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                order=plan.order,
+                evals=evals,
+                on_batch=on_batch,
+                on_epoch=on_epoch,
+                state=state,
             )
-            if log_model:
-                pyfunc.log_model(weights)
-        interrupts.check()  # the last moment an interruption leaves the outputs as they were
+            trained.params = plan.to_saved(trained.params)  # natural images, in every mode
+            test = assess(trained.params, plan.test_natural)
+            if not test_each_epoch:  # else logged at every epoch, the last one included
+                metrics_log.log({"test_loss": test.loss, "test_error": test.error}, epochs)
+            interrupts.check()
+
+            contents = train_outputs(outputs, trained, batches_per_epoch)
+            # What `pipeline.verify` compares a retraining against: the weights file's own hash.
+            mlflow.set_tag("weights_sha256", sha256_bytes(contents[outputs.weights]))
+            with tempfile.TemporaryDirectory(prefix="pipeline-artifacts-") as tmp:
+                staged = Path(tmp)
+                weights = staged / outputs.weights.name
+                weights.write_bytes(contents[outputs.weights])
+                _log_artifacts(
+                    staged, trained, test, plan.test_natural.labels, batches_per_epoch, config_yaml
+                )
+                if log_model:
+                    pyfunc.log_model(weights)
+            interrupts.check()  # the last moment an interruption leaves the outputs as they were
+        except interrupts.Interrupted as exc:
+            if exc.safe:  # at a batch boundary or after training: the state is whole
+                save()
+            exc.checkpoint = _describe(checkpoints.slot)
+            raise
         write_together(contents)
         late = interrupts.take()  # the work is complete: the run ends FINISHED regardless
-    return RunResult(run_id=run_id, trained=trained, test=test, late_signal=late)
+    return RunResult(
+        run_id=run_id, trained=trained, test=test, late_signal=late, resumed_from=resumed_from
+    )
+
+
+def _describe(slot: checkpoint.Slot) -> str | None:
+    """ "<file> (epoch 3, batch 7)": the checkpoint an interrupted run leaves; None if none."""
+    try:
+        kept = slot.read()
+    except checkpoint.CheckpointError:
+        return None
+    return None if kept is None else f"{slot.shown} ({kept.where()})"
 
 
 def _log_artifacts(
@@ -232,14 +421,45 @@ def _run(
     *,
     parent_run_id: str | None = None,
     sweep_tags: Mapping[str, str] | None = None,
-) -> RunResult:
+) -> RunResult | Skipped:
     """What both entry points share: read the environment, git, the store and the prepared
-    file, then call `train_and_log`."""
+    file, then call `train_and_log` (or, for a sweep job already done, skip it)."""
     env = runtime.environment()
     root = env.root
     uri = env.store_uri(cfg.tracking.uri)
-    _, experiment_id = store.connect(uri, cfg.tracking.experiment, paths.artifact_root(root))
+    client, experiment_id = store.connect(uri, cfg.tracking.experiment, paths.artifact_root(root))
     prepared_path = Path(cfg.data.prepared)
+    data_sha256 = sha256_file(prepared_path) if prepared_path.is_file() else "missing"
+    flat = runs.flatten(tree)
+    environment = {
+        "blas_threads": env.blas_threads,
+        "portable": "on" if env.portable else "off",  # see pipeline.runtime, portable mode
+        "simd": runtime.simd_paths(),  # the SIMD paths that really ran
+        "numpy_version": np.__version__,
+    }
+    identity = checkpoint.Identity(
+        config={k: v for k, v in flat.items() if k not in RESUME_KEYS},
+        code={
+            f"pipeline/{name}": sha
+            for name, sha in tree_sha256s(Path(pipeline.__file__).parent, CODE_SUFFIXES).items()
+        },
+        data=data_sha256,
+        environment=environment,
+    )
+    if parent_run_id is not None and sweep_tags and cfg.train.resume == "auto":
+        job = sweep_tags.get("overrides", "")
+        done, note = sweeps.finished_job(
+            client,
+            parent_run_id,
+            job=job,
+            params=flat,
+            code_sha256=identity.code_sha256,
+            data_sha256=data_sha256,
+        )
+        if note:
+            print(f"job {job or '(no overrides)'}: {note}", flush=True)
+        if done is not None:
+            return Skipped(done.info.run_id, done.data.metrics.get("test_error", float("nan")))
     prepared = read_prepared(prepared_path, fix=prepare_advice(cfg.data.name))
     if prepared.n_val != cfg.data.val_size:
         raise DataError(
@@ -256,20 +476,18 @@ def _run(
         init_seed=cfg.train.init_seed,
         order_seed=cfg.train.order_seed,
     )
-    data_sha256 = sha256_file(prepared_path)
     tags = {
         "git_commit": paths.git_commit(Path.cwd()),
         "data_sha256": data_sha256,
         "dataset": cfg.data.name,
         "seed": str(cfg.seed),
         "pipeline_version": pipeline.__version__,
-        "blas_threads": env.blas_threads,
-        "portable": "on" if env.portable else "off",  # see pipeline.runtime, portable mode
-        "simd": runtime.simd_paths(),  # the SIMD paths that really ran
-        "numpy_version": np.__version__,
+        **environment,
         **({"dvc_exp_name": env.dvc_exp_name} if env.dvc_exp_name else {}),
         **dict(sweep_tags or {}),
     }
+    run_name = _run_name(cfg)
+    slot = checkpoint.Slot(paths.checkpoints(root) / checkpoint.slot_name(run_name, identity))
     return train_and_log(
         plan=plan,
         lr=cfg.train.lr,
@@ -278,9 +496,9 @@ def _run(
         test_each_epoch=cfg.train.test_each_epoch,
         outputs=outputs,
         experiment_id=experiment_id,
-        run_name=_run_name(cfg),
+        run_name=run_name,
         tags=tags,
-        params=runs.flatten(tree),
+        params=flat,
         config_yaml=yaml.safe_dump(dict(tree), sort_keys=False),
         log_model=cfg.tracking.log_model,
         dataset=runs.DatasetInfo(
@@ -288,6 +506,12 @@ def _run(
             path=prepared_path.resolve(),
             sha256=data_sha256,
             provenance=raw_provenance(Path(cfg.data.raw_dir) / paths.PROVENANCE),
+        ),
+        checkpoints=Checkpointing(
+            slot=slot,
+            identity=identity,
+            every=cfg.train.checkpoint_every,
+            resume=cfg.train.resume == "auto",
         ),
         parent_run_id=parent_run_id,
     )
@@ -325,7 +549,14 @@ def prepare_advice(dataset: str, params_file: Path = PARAMS_FILE) -> str:
     )
 
 
-FAILURES = (ConfigError, DataError, store.TrackingError, sgd.DivergenceError, NotInProject)
+FAILURES = (
+    ConfigError,
+    DataError,
+    store.TrackingError,
+    sgd.DivergenceError,
+    NotInProject,
+    checkpoint.CheckpointError,
+)
 
 
 def interrupted_message(exc: BaseException, outputs: paths.Outputs) -> str:
@@ -333,14 +564,24 @@ def interrupted_message(exc: BaseException, outputs: paths.Outputs) -> str:
     run_id = getattr(exc, "run_id", None)
     if run_id is None:
         return "train interrupted before its MLflow run started: nothing was written"
-    return (
+    line = (
         f"train interrupted: MLflow run {run_id} ended KILLED; no output was written "
         f"({outputs.weights} and the others are as they were)"
     )
+    kept = getattr(exc, "checkpoint", None)
+    if kept:
+        line += f"; checkpoint {kept} kept: the same command resumes it"
+    return line
 
 
-def finished_message(result: RunResult) -> str:
-    line = f"train: test error {result.test.error:.2%} (MLflow run {result.run_id})"
+def finished_message(result: RunResult | Skipped) -> str:
+    if isinstance(result, Skipped):
+        return (
+            f"train: skipped, already FINISHED with the same config, code and data (MLflow run "
+            f"{result.run_id}, test error {result.test_error:.2%})"
+        )
+    line = f"train: test error {result.test.error:.2%} (MLflow run {result.run_id}"
+    line += f", resumed from {result.resumed_from})" if result.resumed_from else ")"
     if result.late_signal is not None:
         line += "; interrupted after the outputs were written: they and the run are complete"
     return line
@@ -398,10 +639,12 @@ def hydra_entry() -> None:
             print(f"train failed: {exc}", file=sys.stderr)
             raise SystemExit(1) from None
         except (interrupts.Interrupted, KeyboardInterrupt) as exc:
-            print(interrupted_message(exc, outputs), file=sys.stderr)
+            print(interrupted_message(exc, outputs), file=sys.stderr, flush=True)
+            if isinstance(exc, interrupts.Interrupted):  # Slurm's SIGUSR2 to submitit: requeue
+                interrupts.pass_on(exc.signum)
             raise SystemExit(130) from None
         print(finished_message(result))
-        return result.test.error
+        return result.test_error if isinstance(result, Skipped) else result.test.error
 
     with interrupts.raising():
         try:

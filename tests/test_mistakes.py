@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import SWEEP_FAST
 from project import BIN
 
 from pipeline import interrupts
@@ -401,13 +402,29 @@ def test_advice_names_the_dataset_to_prepare(tmp_path, monkeypatch):
 
 
 @pytest.mark.e2e
-def test_a_sweep_name_in_use_is_refused(swept_project):
-    done = swept_project.run(
+def test_a_sweep_name_in_use_resumes_its_own_jobs_and_refuses_other_ones(swept_project, tmp_path):
+    p = swept_project
+    other = p.run(
         "python", "-m", "pipeline.train", "-m", "train.lr=0.5", "tracking.sweep=basic", check=False
     )
-    assert done.returncode != 0
-    assert "a sweep named 'basic' already exists" in done.stdout + done.stderr
-    assert len(swept_project.runs()) == 5  # the parent and its 4 children, nothing new
+    assert other.returncode != 0
+    said = other.stdout + other.stderr
+    assert "a sweep named 'basic' already exists in experiment 'zhang-cnn' with other jobs" in said
+    assert "Rerun that command to resume it, or name this sweep differently" in said
+    assert len(p.runs()) == 5  # the parent and its 4 children, nothing new
+    sweep = ["-m", *SWEEP_FAST, "train.lr=0.5,1.0", "seed=0,1", "tracking.sweep=basic"]
+    same = p.run("python", "-m", "pipeline.train", *sweep)
+    assert "sweep basic: 4/4 jobs finished (4 skipped)" in same.stdout
+    assert len(p.runs()) == 5  # every job already FINISHED with the same config, code and data
+    forced = p.run("python", "-m", "pipeline.train", *sweep, "train.resume=never")
+    assert "sweep basic: resuming it" in forced.stdout and "all 4 jobs train again" in forced.stdout
+    assert "sweep basic: 4/4 jobs finished (4 trained)" in forced.stdout
+    found = p.runs()
+    parents = [r for r in found if r.data.tags.get("sweep_role") == "parent"]
+    assert len(found) == 9 and len(parents) == 1 and parents[0].info.status == "FINISHED"
+    report = p.run("python", "-m", "pipeline.compare", "basic", "--out", str(tmp_path / "r"))
+    assert "4 of 4 runs finished" in report.stdout  # each job once: its latest run
+    assert "| train.resume" not in report.stdout  # how a run resumes is not a setting
 
 
 def test_interrupts_take_and_check():

@@ -76,6 +76,13 @@ PLANS: dict[str, Plan] = {
     "python -m pipeline.train -m train.lr=0.1,0.3,1.0 seed=0,1,2 tracking.sweep=my_sweep": Plan(
         subs=SWEEP_SMALL, expect=("sweep my_sweep: 2/2 jobs finished", "Best setting")
     ),
+    "python -m pipeline.train train.epochs=40": Plan(  # my_sweep again: every job skipped
+        subs={
+            "train.epochs=40": "train.epochs=2",
+            "train.lr=0.1,0.3,1.0 seed=0,1,2": SWEEP_SMALL["train.lr=0.1,0.3,1.0 seed=0,1,2"],
+        },
+        expect=("sweep my_sweep: 2/2 jobs finished (2 skipped)", "RUNNING runs: 0 stale"),
+    ),
     "dvc exp run --queue -S 'train.lr=0.1,0.3,1.0' -S 'seed=0,1,2'": Plan(
         subs={"'train.lr=0.1,0.3,1.0'": "'train.lr=0.5,1.0'", "'seed=0,1,2'": "'seed=0'"}
     ),

@@ -478,6 +478,56 @@ def test_scancel_ends_the_run_killed_and_the_sweep_does_not_hang(
     assert "sweep cancelled: 0/2 jobs finished" in out
 
 
+def test_a_preempted_slurm_job_is_requeued_and_resumes_its_run(
+    prepared_project, team_server, slurm_cluster
+):
+    """What Slurm sends before a time limit or a preemption, as submitit asks for it: SIGUSR2
+    to the job's step (`scancel --signal=USR2`, as submitit's own test helper sends it). The
+    job writes a checkpoint at the next batch boundary, ends its run KILLED and hands the
+    signal to submitit, which requeues it (`hydra.launcher.max_num_timeout=1`); the requeued
+    job continues the same run from the checkpoint: one run, every metric step once."""
+    project = prepared_project
+    client = MlflowClient(team_server.uri)
+    epochs = 400
+    sweep = start(
+        project,
+        "python",
+        "-m",
+        "pipeline.train",
+        "-m",
+        *slurm_launcher("requeue", "hydra.launcher.max_num_timeout=1"),
+        "tracking.log_model=false",
+        f"train.epochs={epochs}",
+        "tracking.sweep=preempted",
+        MLFLOW_TRACKING_URI=team_server.uri,
+        **slurm_cluster.env,
+    )
+
+    def training():
+        runs = _child_runs(client, "requeue", "preempted")
+        return runs and len(client.get_metric_history(runs[0].info.run_id, "val_error")) >= 3
+
+    try:
+        _wait_until(training, 180, "the job to train")
+        (job,) = [r.data.tags["slurm_job_id"] for r in _child_runs(client, "requeue", "preempted")]
+        signal_it = ["scancel", "--signal=USR2", job]
+        subprocess.run(signal_it, env=os.environ | slurm_cluster.env, check=True)
+    finally:
+        out, err = finish(project, sweep, timeout_s=300)
+    assert sweep.returncode == 0, err
+    (parent,), (child,) = sweep_runs(client, "requeue", "preempted")
+    rid = child.info.run_id
+    assert parent.info.status == "FINISHED" and "sweep preempted: 1/1 jobs finished" in out
+    assert child.info.status == "FINISHED" and child.data.tags["resumes"] == "1"
+    steps = sorted(m.step for m in client.get_metric_history(rid, "batch_loss"))
+    assert steps == list(range(1, epochs * BATCHES_PER_EPOCH + 1))
+    assert len(client.get_metric_history(rid, "train_loss")) == epochs
+    logs = "".join(p.read_text() for p in project.root.glob("multirun/**/.submitit/**/*_log.*"))
+    assert f"train interrupted: MLflow run {rid} ended KILLED" in logs
+    assert "Requeued job" in logs
+    assert f"train: resuming MLflow run {rid} (KILLED) from epoch " in logs
+
+
 def test_tracking_server_killed_mid_sweep_and_restarted(
     prepared_project, postgres, slurm_cluster, tmp_path
 ):

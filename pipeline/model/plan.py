@@ -11,18 +11,32 @@ A pure function of the prepared data, the seed and the randomness mode (`train.r
   training images in file order, each image transposed as the toolbox presents it; no
   validation split (every image is trained on, as in the toolbox). The trained parameters are
   converted back to the network for natural images (`Plan.to_saved`).
+
+Both orders are resumable: `order.state()` is their generator's state (JSON-ready) and
+`order.restore(state)` puts it back, so that after a checkpoint `order(epoch)` continues with
+exactly the permutations an uninterrupted run draws.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
 from pipeline.data.prepared import Prepared, Split
 from pipeline.model import cnn, toolbox
-from pipeline.model.sgd import Order
+
+
+class ResumableOrder(Protocol):
+    """An `sgd.Order` whose random state can be saved and put back (see the module docstring)."""
+
+    def __call__(self, epoch: int) -> np.ndarray: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+    def restore(self, state: Mapping[str, Any]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -32,7 +46,7 @@ class Plan:
     val: Split | None
     test: Split  # as the network sees it during training (per-epoch evaluation)
     test_natural: Split  # natural images, for the saved weights (always natural)
-    order: Order
+    order: ResumableOrder
     to_saved: Callable[[cnn.Params], cnn.Params]  # trained params -> saved (natural) params
 
 
@@ -52,9 +66,30 @@ def make_generators(
     return np.random.default_rng(init_seq), np.random.default_rng(shuffle_seq)
 
 
-def shuffled(rng: np.random.Generator, n: int) -> Order:
+class Shuffled:
+    """An order drawing a fresh permutation of range(n) from `rng` for each epoch, in sequence;
+    `state`/`restore` save and put back the generator's state (a checkpoint)."""
+
+    KIND = "shuffled"
+
+    def __init__(self, rng: np.random.Generator, n: int) -> None:
+        self.rng, self.n = rng, n
+
+    def __call__(self, epoch: int) -> np.ndarray:
+        return self.rng.permutation(self.n)
+
+    def state(self) -> dict[str, Any]:
+        return {"kind": self.KIND, "n": self.n, "bit_generator": self.rng.bit_generator.state}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        if state.get("kind") != self.KIND or state.get("n") != self.n:
+            raise ValueError(f"not the state of a shuffle of {self.n}: {state.get('kind')}")
+        self.rng.bit_generator.state = dict(state["bit_generator"])
+
+
+def shuffled(rng: np.random.Generator, n: int) -> Shuffled:
     """An order drawing a fresh permutation of range(n) from `rng` for each epoch, in sequence."""
-    return lambda epoch: rng.permutation(n)
+    return Shuffled(rng, n)
 
 
 def make_plan(

@@ -11,6 +11,12 @@ over its own samples, with the same learning rate.
 Determinism: nothing here draws random numbers; the order comes in from `order` (see
 `pipeline.model.plan`). The same inputs, dtype and BLAS thread count give byte-identical
 weights on the same machine (see `pipeline.runtime`).
+
+Resuming: `train` keeps a `TrainState` up to date after every batch (where it stands: the
+epoch and batch, the parameters, the epoch's order and running sums, every loss and metric so
+far). A checkpoint saves it (`pipeline.model.checkpoint`); `train` given a saved state, and an
+`order` whose generator was restored to the same moment, continues exactly where it stood: the
+same updates in the same order, so the same bytes as a run never interrupted.
 """
 
 from __future__ import annotations
@@ -67,6 +73,35 @@ def step(
 
 
 @dataclass
+class TrainState:
+    """Where training stands, enough to continue it exactly; `train` updates it after every
+    batch and at every epoch's end (a checkpoint saves it; see the module docstring).
+
+    epoch: the epoch in progress, from 1 (epochs + 1 when all are done); batch: how many of its
+    batches are trained; perm (N,): its order (None until drawn, when batch is 0); loss_sum,
+    wrong: its sample-weighted loss and misclassified count so far; params: after the last
+    update; losses (>= step,): every batch's loss, step = updates so far; history: one metrics
+    dict per finished epoch.
+    """
+
+    params: cnn.Params
+    epoch: int = 1
+    batch: int = 0
+    perm: np.ndarray | None = None
+    loss_sum: float = 0.0
+    wrong: int = 0
+    step: int = 0
+    losses: np.ndarray = field(default_factory=lambda: np.empty(0))
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def after_batch(
+        self, batch: int, step: int, params: cnn.Params, loss_sum: float, wrong: int
+    ) -> None:
+        self.batch, self.step, self.params = batch, step, params
+        self.loss_sum, self.wrong = loss_sum, wrong
+
+
+@dataclass
 class TrainResult:
     params: cnn.Params
     batch_losses: np.ndarray  # (steps,) loss of each batch, computed before its update
@@ -93,6 +128,7 @@ def train(
     on_batch: OnBatch | None = None,
     on_epoch: OnEpoch | None = None,
     progress: bool | None = None,
+    state: TrainState | None = None,
 ) -> TrainResult:
     """Train with plain mini-batch SGD, eqs. (65)-(70), on batch-mean gradients.
 
@@ -108,6 +144,10 @@ def train(
     - on_batch(step, loss): after every update; step counts updates from 1, loss is the batch's
       loss before its update. on_epoch(epoch, metrics): after every epoch (epochs from 1).
     - progress: draw a progress bar (tqdm) on stderr; None means only when it is a terminal.
+    - state: where to start (None: a fresh start from `params`; a saved state: its params,
+      counters and metrics replace `params`, and `order` must continue from the same moment);
+      updated in place after every batch, before on_batch, and after every epoch, before
+      on_epoch, so a callback can save it.
 
     Returns: TrainResult with the final params, every batch's loss, and per-epoch metrics:
     train_loss and train_error are the sample-weighted means over the epoch's batches, each
@@ -121,20 +161,27 @@ def train(
         raise ValueError("batch_size must be >= 1 and epochs >= 0")
     labels = y.argmax(axis=1)
     batches_per_epoch = -(-n // batch_size)
+    state = TrainState(params) if state is None else state
+    if not 0 <= state.batch <= batches_per_epoch or (state.batch and state.perm is None):
+        raise ValueError(f"state: batch {state.batch} of epoch {state.epoch} cannot be resumed")
+    params, done, history = state.params, state.step, state.history
+    losses = np.empty(epochs * batches_per_epoch)
+    losses[:done] = state.losses[:done]
+    state.losses = losses
     bar = tqdm(
         total=epochs * batches_per_epoch,
+        initial=done,
         disable=None if progress is None else not progress,  # None: only on a terminal
         unit="batch",
         leave=False,
         file=sys.stderr,
     )
-    losses = np.empty(epochs * batches_per_epoch)
-    history: list[dict[str, float]] = []
-    done = 0
-    for epoch in range(1, epochs + 1):
-        perm = _check_permutation(order(epoch), n, epoch)
-        loss_sum, wrong = 0.0, 0
-        for batch, start in enumerate(range(0, n, batch_size), start=1):
+    for epoch in range(state.epoch, epochs + 1):
+        if state.batch == 0:  # a new epoch; else resumed inside this one (state's order, sums)
+            state.perm = _check_permutation(order(epoch), n, epoch)
+            state.loss_sum, state.wrong = 0.0, 0
+        perm, loss_sum, wrong, skip = state.perm, state.loss_sum, state.wrong, state.batch
+        for batch, start in enumerate(range(skip * batch_size, n, batch_size), start=skip + 1):
             idx = perm[start : start + batch_size]
             params, loss, yhat = step(params, x[idx], y[idx], lr)
             done += 1
@@ -143,6 +190,7 @@ def train(
             losses[done - 1] = loss
             loss_sum += loss * len(idx)
             wrong += int(np.count_nonzero(yhat.argmax(axis=1) != labels[idx]))
+            state.after_batch(batch, done, params, loss_sum, wrong)
             if on_batch is not None:
                 on_batch(done, loss)
             bar.set_postfix_str(f"epoch {epoch}/{epochs} loss {loss:.4f}", refresh=False)
@@ -151,6 +199,7 @@ def train(
         for name, (x_e, y_e) in (evals or {}).items():
             metrics[f"{name}_loss"], metrics[f"{name}_error"] = loss_and_error(params, x_e, y_e)
         history.append(metrics)
+        state.epoch, state.batch, state.perm = epoch + 1, 0, None
         if on_epoch is not None:
             on_epoch(epoch, metrics)
     bar.close()

@@ -36,12 +36,12 @@ batch size (60,000 / 50).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
 from pipeline.model import cnn
-from pipeline.model.sgd import Order
 
 KERNEL = cnn.KERNEL  # 5: rand(5) is a 5 x 5 kernel
 CONV_MAPS = ((1, 6), (6, 12))  # (maps_in, maps_out) of conv layers 1 and 2, in draw order
@@ -56,10 +56,42 @@ class OctaveStream:
     permutation from the same stream, so draw in that order (or use `replay`).
     """
 
-    def __init__(self, raw: Callable[[int], np.ndarray]) -> None:
-        """raw(count) -> (count,) float64 in [0, 1): the underlying double stream, zeros kept."""
+    def __init__(
+        self, raw: Callable[[int], np.ndarray], source: np.random.RandomState | None = None
+    ) -> None:
+        """raw(count) -> (count,) float64 in [0, 1): the underlying double stream, zeros kept;
+        source: the RandomState behind `raw`, when there is one (for `state` and `restore`)."""
         self._raw = raw
+        self.source = source
         self.drawn = 0  # numbers handed out so far
+
+    def state(self) -> dict[str, Any]:
+        """Where the stream stands: the Mersenne Twister's state (624 words and a position,
+        JSON-ready) and the count of numbers handed out."""
+        if self.source is None:
+            raise ValueError("this stream has no RandomState to save")
+        mt = self.source.get_state(legacy=False)
+        return {
+            "key": mt["state"]["key"].tolist(),
+            "pos": int(mt["state"]["pos"]),
+            "has_gauss": int(mt["has_gauss"]),
+            "gauss": float(mt["gauss"]),
+            "drawn": self.drawn,
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Put the stream back where `state` (from `state()`) says it stood."""
+        if self.source is None:
+            raise ValueError("this stream has no RandomState to restore")
+        self.source.set_state(
+            {
+                "bit_generator": "MT19937",
+                "state": {"key": np.array(state["key"], dtype=np.uint32), "pos": state["pos"]},
+                "has_gauss": state["has_gauss"],
+                "gauss": state["gauss"],
+            }
+        )
+        self.drawn = int(state["drawn"])
 
     def draw(self, count: int) -> np.ndarray:
         """The next `count` numbers of the stream, in order, as a (count,) float64 array in
@@ -91,7 +123,7 @@ def octave_stream(seed: int) -> OctaveStream:
         raise ValueError(f"seed must be in [0, 2**32), got {seed}")
     # The legacy RandomState on purpose: it is Octave's stream (module docstring).
     state = np.random.RandomState([int(seed)])
-    return OctaveStream(state.random_sample)
+    return OctaveStream(state.random_sample, state)
 
 
 # --------------------------------------------------------------------------- initialisation
@@ -166,32 +198,51 @@ def randperm(stream: OctaveStream, n: int) -> np.ndarray:
     return np.array(p, dtype=np.int64)
 
 
-def epoch_orders(stream: OctaveStream, n: int) -> Order:
+class EpochOrders:
     """An `order` for `sgd.train`: epoch e (from 1) -> the toolbox's e-th ``randperm(n)``.
 
     Each call draws from `stream`, so the init must already have been drawn from it (see
     `replay`) and the epochs must be asked for as 1, 2, 3, ..., each once, as `sgd.train`
     does; anything else raises ValueError rather than hand out a permutation from the wrong
-    place in the stream.
+    place in the stream. `state`/`restore` save and put back the stream and the next epoch
+    (a checkpoint).
+    """
+
+    KIND = "toolbox"
+
+    def __init__(self, stream: OctaveStream, n: int) -> None:
+        self.stream, self.n = stream, n
+        self.expected = 1  # the next epoch to draw
+
+    def __call__(self, epoch: int) -> np.ndarray:
+        if epoch != self.expected:
+            raise ValueError(
+                f"toolbox epoch orders are drawn in sequence: asked for epoch {epoch}, "
+                f"next is {self.expected}"
+            )
+        self.expected += 1
+        return randperm(self.stream, self.n)
+
+    def state(self) -> dict[str, Any]:
+        return {"kind": self.KIND, "n": self.n, "next_epoch": self.expected, **self.stream.state()}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        if state.get("kind") != self.KIND or state.get("n") != self.n:
+            raise ValueError(f"not the state of toolbox orders of {self.n}: {state.get('kind')}")
+        self.stream.restore(state)
+        self.expected = int(state["next_epoch"])
+
+
+def epoch_orders(stream: OctaveStream, n: int) -> EpochOrders:
+    """An `order` for `sgd.train`: epoch e (from 1) -> the toolbox's e-th ``randperm(n)``, drawn
+    from `stream` in sequence (see `EpochOrders`).
 
     Returns: order(epoch) -> (n,) int64 permutation of range(n).
     """
-    expected = 1
-
-    def order(epoch: int) -> np.ndarray:
-        nonlocal expected
-        if epoch != expected:
-            raise ValueError(
-                f"toolbox epoch orders are drawn in sequence: asked for epoch {epoch}, "
-                f"next is {expected}"
-            )
-        expected += 1
-        return randperm(stream, n)
-
-    return order
+    return EpochOrders(stream, n)
 
 
-def replay(seed: int, n: int, dtype: type = np.float64) -> tuple[cnn.Params, Order]:
+def replay(seed: int, n: int, dtype: type = np.float64) -> tuple[cnn.Params, EpochOrders]:
     """The toolbox's run after ``rand('state', seed)``: initial params and the epoch order.
 
     Inputs: seed in [0, 2**32); n training samples (60,000 in the toolbox; the batch size should

@@ -35,12 +35,15 @@ from pipeline.reports.sweep_analysis import (
     varied_params,
 )
 from pipeline.tracking.store import redact
+from pipeline.tracking.sweeps import children as sweeps_children
+from pipeline.tracking.sweeps import latest_per_job
 
 PREDICTIONS = "predictions/test.csv"  # each run's artifact: actual, predicted per test image
 
 
 def find_sweep(client: MlflowClient, experiment: str, sweep: str) -> tuple[Run, list[Run]]:
-    """The sweep's parent run and its child runs (any status)."""
+    """The sweep's parent run and its child runs (any status): the latest run of each job, so
+    that a job the sweep ran again (resumed, or `train.resume=never`) counts once."""
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise CompareError(f"no MLflow experiment {experiment!r} in {redact(client.tracking_uri)}")
@@ -54,9 +57,7 @@ def find_sweep(client: MlflowClient, experiment: str, sweep: str) -> tuple[Run, 
         names = sorted({r.data.tags["sweep"] for r in known})
         raise CompareError(f"unknown sweep {sweep!r}; known sweeps: {names or 'none'}")
     parent = parents[0]  # the latest sweep of that name
-    children = client.search_runs(
-        [exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
-    )
+    children = list(latest_per_job(sweeps_children(client, parent)).values())
     if not children:
         raise CompareError(f"sweep {sweep!r} has no runs (empty sweep, or no job started)")
     return parent, children

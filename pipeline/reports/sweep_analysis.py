@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from mlflow.entities import Run
 
+from pipeline.config import RESUME_KEYS
 from pipeline.reports import stats
 
 METRICS = ("val_error", "test_error")
@@ -38,8 +39,9 @@ class CompareError(LookupError):
 
 
 def varied_params(runs: list[Run]) -> list[str]:
-    """Params whose value differs across runs, seeds excluded (the grouping keys)."""
-    keys = sorted(set().union(*(r.data.params for r in runs)))
+    """Params whose value differs across runs, seeds excluded (the grouping keys), and the keys
+    that only say how a run resumed (`config.RESUME_KEYS`)."""
+    keys = sorted(set().union(*(r.data.params for r in runs)) - set(RESUME_KEYS))
     return [k for k in keys if k not in SEED_KEYS and len({r.data.params.get(k) for r in runs}) > 1]
 
 

@@ -1,6 +1,7 @@
 """One MLflow run per training: it ends FINISHED only when everything was logged; an exception
-ends it FAILED, Ctrl-C or SIGTERM ends it KILLED. Signals are acted on between batches
-(`pipeline.interrupts`), never inside MLflow's own database calls."""
+ends it FAILED, Ctrl-C, SIGTERM, SIGUSR1 or SIGUSR2 ends it KILLED. Signals are acted on between
+batches (`pipeline.interrupts`), never inside MLflow's own database calls. A run interrupted
+earlier can be continued (`run(run_id=...)`); `MetricLog` then logs each metric step once."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import Metric, RunStatus
+from mlflow.entities import Metric, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -70,6 +71,19 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _log_batch(
+    client: MlflowClient, run_id: str, metrics: list[Metric], tags: Mapping[str, str] | None = None
+) -> None:
+    """Log metrics (and tags, with the first call) in as few calls as MLflow allows."""
+    pending = [RunTag(k, v) for k, v in (tags or {}).items()]
+    for start in range(0, len(metrics), MAX_BATCH - len(pending)):
+        chunk = metrics[start : start + MAX_BATCH - len(pending)]
+        client.log_batch(run_id, metrics=chunk, tags=pending)
+        pending = []
+    if pending:
+        client.log_batch(run_id, tags=pending)
+
+
 def log_series(
     client: MlflowClient, run_id: str, key: str, values: Sequence[float], first_step: int
 ) -> None:
@@ -78,8 +92,45 @@ def log_series(
     metrics = [
         Metric(key, float(v), now, first_step + i) for i, v in enumerate(values) if math.isfinite(v)
     ]
-    for start in range(0, len(metrics), MAX_BATCH):
-        client.log_batch(run_id, metrics=metrics[start : start + MAX_BATCH])
+    _log_batch(client, run_id, metrics)
+
+
+class MetricLog:
+    """A run's metrics, logged once per (key, step): a resumed run skips the points its earlier
+    process already logged (an epoch trained again after its checkpoint has the same values),
+    so every step of every metric is there exactly once."""
+
+    def __init__(self, client: MlflowClient, run_id: str, *, resumed: bool = False) -> None:
+        self.client, self.run_id = client, run_id
+        self.present: dict[str, set[int]] = {}
+        if resumed:  # what the run already has
+            for key in client.get_run(run_id).data.metrics:
+                history = client.get_metric_history(run_id, key)
+                self.present[key] = {m.step for m in history}
+
+    def log(
+        self,
+        values: Mapping[str, float],
+        step: int,
+        *,
+        series: Mapping[str, tuple[int, Sequence[float]]] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        """Log values at `step` and each series (key: (first step, values)), with tags, in as
+        few calls as MLflow allows, leaving out the points already logged."""
+        now = int(time.time() * 1000)
+        points = [(k, v, step) for k, v in values.items()]
+        for key, (first, vs) in (series or {}).items():
+            points += [(key, v, first + i) for i, v in enumerate(vs)]
+        metrics = [
+            Metric(k, float(v), now, s)
+            for k, v, s in points
+            if math.isfinite(v) and s not in self.present.get(k, ())
+        ]
+        for m in metrics:
+            self.present.setdefault(m.key, set()).add(m.step)
+        if metrics or tags:
+            _log_batch(self.client, self.run_id, metrics, tags or {})
 
 
 @contextlib.contextmanager
@@ -89,8 +140,11 @@ def run(
     run_name: str | None = None,
     tags: Mapping[str, str] | None = None,
     parent_run_id: str | None = None,
+    run_id: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
-    """An MLflow run that ends FINISHED, FAILED (exception) or KILLED (Ctrl-C, SIGTERM).
+    """An MLflow run that ends FINISHED, FAILED (exception) or KILLED (Ctrl-C, SIGTERM, SIGUSR1,
+    SIGUSR2). With `run_id`, that existing run is continued (RUNNING again, `tags` set on it;
+    its name, experiment and parent stay as they were).
 
     Inside it, SIGTERM and Ctrl-C are noted and raised as `interrupts.Interrupted` at the next
     `interrupts.check()` (the training loop checks after every batch), or at the end of the
@@ -99,12 +153,15 @@ def run(
     FINISHED.
     """
     with interrupts.at_safe_points():
-        active = mlflow.start_run(
-            experiment_id=experiment_id,
-            run_name=run_name,
-            tags=dict(tags or {}),
-            parent_run_id=parent_run_id,
-        )
+        if run_id is None:
+            active = mlflow.start_run(
+                experiment_id=experiment_id,
+                run_name=run_name,
+                tags=dict(tags or {}),
+                parent_run_id=parent_run_id,
+            )
+        else:
+            active = mlflow.start_run(run_id=run_id, tags=dict(tags or {}))
         status = RunStatus.to_string(RunStatus.FAILED)
         try:
             yield active
