@@ -13,8 +13,8 @@ before, so that submitit requeues the job and the next attempt resumes from the 
 - `at_safe_points()`: inside it a signal is only noted, and acted on where the code calls
   `check()` (between training batches), never inside a write or one of MLflow's database calls,
   where an exception could turn into an ordinary error. A second signal acts at once.
-- `deferred()`: inside it the signals are held back by the kernel and delivered when the block
-  ends: for the moment a group of finished files is renamed into place.
+- `deferred()`: inside it the signals are held back and raised again when the block ends: for
+  the moment a group of finished files is renamed into place.
 Signals can only be handled in the main thread; elsewhere these do nothing.
 """
 
@@ -127,12 +127,24 @@ def take() -> int | None:
 
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
-    """Hold the signals back during a short block; the kernel delivers them when it ends."""
+    """Hold the signals back during a short block: they are noted, and raised again, once each
+    in the order they came, to the handlers in place when it ends.
+
+    Not the kernel's signal mask: it is per thread, and a process-directed signal goes to any
+    thread that does not block it (a BLAS, training or tqdm thread), whose C handler then has
+    the main thread run the Python handler inside the block anyway."""
     if not _main_thread():
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    held: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        if signum not in held:
+            held.append(signum)
+
     try:
-        yield
+        with _handlers(hold):
+            yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for signum in held:  # _handlers restored the previous handlers first
+            signal.raise_signal(signum)
