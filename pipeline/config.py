@@ -83,6 +83,7 @@ class TrainConfig:  # conf/train/*.yaml
     test_each_epoch: bool
     init_seed: int | None
     order_seed: int | None
+    threads: int | None
 
     def __post_init__(self) -> None:
         _require(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
@@ -101,6 +102,11 @@ class TrainConfig:  # conf/train/*.yaml
         for key in ("init_seed", "order_seed"):
             value = getattr(self, key)
             _require(value is None or value >= 0, f"train.{key}", "must be >= 0 or null")
+        _require(
+            self.threads is None or self.threads >= 1,
+            "train.threads",
+            f"must be >= 1 or null (the cores available), got {self.threads}",
+        )
 
 
 @dataclass

@@ -8,9 +8,16 @@ consecutive batches of `batch_size`. When `batch_size` does not divide the numbe
 the last batch is smaller and is trained like the others: its loss and gradients are the mean
 over its own samples, with the same learning rate.
 
+Threads (`train(threads=...)`): `step` cuts every batch into `PARTS` parts of consecutive
+samples (fewer when the batch is smaller), a function of the batch size alone. Each part's
+forward and backward pass runs on one of the threads and yields the part's share of the batch
+mean (its sums divided by the whole batch's size); the shares are added in part order. So the
+weights are the same bytes for any number of threads, 1 included. Evaluations run their batches
+on the same threads (`pipeline.model.inference`).
+
 Determinism: nothing here draws random numbers; the order comes in from `order` (see
-`pipeline.model.plan`). The same inputs, dtype and BLAS thread count give byte-identical
-weights on the same machine (see `pipeline.runtime`).
+`pipeline.model.plan`). The same inputs and dtype give byte-identical weights on the same
+machine whatever the thread count, with BLAS on one thread (see `pipeline.runtime`).
 """
 
 from __future__ import annotations
@@ -23,12 +30,20 @@ from typing import NamedTuple
 import numpy as np
 from tqdm import tqdm
 
+from pipeline.data.prepared import Images, as_images
 from pipeline.model import cnn
 from pipeline.model.inference import N_CLASSES, loss_and_error
+from pipeline.model.parallel import parts, workers
 
 OnBatch = Callable[[int, float], None]  # (step, loss): step counts updates from 1
 OnEpoch = Callable[[int, dict[str, float]], None]  # (epoch from 1, metrics)
 Order = Callable[[int], np.ndarray]  # epoch from 1 -> permutation of range(n)
+
+# Parts per batch: enough to keep 2-4 cores busy at batch 50 (parts of 13, 13, 12 and 12 samples;
+# a core that another process slows down takes fewer of them), few enough that the fixed cost of
+# a pass stays small against a part's work. It fixes the summation order of the gradients, so
+# changing it changes the bytes of every trained weight; the thread count never does.
+PARTS = 4
 
 
 class DivergenceError(FloatingPointError):
@@ -49,17 +64,41 @@ class Step(NamedTuple):
 
 
 def step(
-    params: cnn.Params, x: np.ndarray, y: np.ndarray, lr: float, lap: cnn.Lap = cnn.no_lap
+    params: cnn.Params,
+    x: np.ndarray,
+    y: np.ndarray,
+    lr: float,
+    lap: cnn.Lap = cnn.no_lap,
+    *,
+    threads: int = 1,
 ) -> Step:
     """One SGD step on one batch: forward, eqs. (4)-(12); backward, eqs. (13)-(64); update,
     eqs. (65)-(70).
 
-    Inputs: params; x (N, 28, 28); y (N, 10) one-hot; lr the learning rate α; lap: profiling
-    hook called with each stage's name when it ends ("sgd" for the update).
+    The batch is cut into `PARTS` parts (module docstring); each part's pass gives its loss and
+    gradient sums divided by the batch size N, and the parts' results are added in part order.
+
+    Inputs: params; x (N, 28, 28) images in [0, 1]; y (N, 10) one-hot (any real dtype: both are
+    converted to the params' dtype); lr the learning rate α; lap: profiling hook called with each
+    stage's name when it ends ("sgd" for the update); with a hook, the parts run one after
+    another in this thread. threads: how many threads run the parts (the result is the same).
     Returns: Step. A NaN or infinite loss skips the update, so the caller can stop before it.
     """
-    yhat, cache = cnn.forward(params, x, lap)
-    loss, grads = cnn.backward(params, cache, y, lap)
+    n = x.shape[0]
+
+    def part(rows: slice) -> tuple[np.ndarray, float, cnn.Params]:
+        yhat, cache = cnn.forward(params, x[rows], lap)
+        loss, grads = cnn.backward(params, cache, y[rows], lap, batch_size=n)
+        return yhat, loss, grads
+
+    pool = workers(threads if lap is cnn.no_lap else 1)
+    (yhat, loss, grads), *rest = pool.map(part, parts(n, PARTS))
+    if rest:  # add the parts' shares in part order, whatever thread computed them
+        yhat = np.concatenate([yhat, *(r[0] for r in rest)])  # (N, 10)
+        for _, part_loss, part_grads in rest:
+            loss += part_loss
+            for name, g in grads.items():
+                g += part_grads[name]
     if np.isfinite(loss):
         params = cnn.sgd_update(params, grads, lr)
     lap("sgd")
@@ -89,17 +128,20 @@ def train(
     batch_size: int,
     lr: float,
     order: Order,
-    evals: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    evals: Mapping[str, tuple[np.ndarray | Images, np.ndarray]] | None = None,
     on_batch: OnBatch | None = None,
     on_epoch: OnEpoch | None = None,
     progress: bool | None = None,
+    threads: int = 1,
 ) -> TrainResult:
     """Train with plain mini-batch SGD, eqs. (65)-(70), on batch-mean gradients.
 
     Inputs:
     - params: initial parameters (`cnn.init_params`); not modified. Their dtype is the training
       dtype.
-    - x (N, 28, 28) images in [0, 1]; y (N, 10) one-hot targets.
+    - x (N, 28, 28): `Images` (e.g. a prepared split's uint8 bytes, converted to the params'
+      dtype one batch at a time) or an array of images in [0, 1]; y (N, 10) one-hot targets,
+      any real dtype (uint8 as stored).
     - epochs, batch_size, lr: the schedule; the last batch of an epoch may be smaller (module
       docstring).
     - order: epoch (from 1) -> permutation of range(N), asked for once per epoch in sequence.
@@ -108,13 +150,17 @@ def train(
     - on_batch(step, loss): after every update; step counts updates from 1, loss is the batch's
       loss before its update. on_epoch(epoch, metrics): after every epoch (epochs from 1).
     - progress: draw a progress bar (tqdm) on stderr; None means only when it is a terminal.
+    - threads: how many threads run the parts of each batch and the evaluations' batches; the
+      results are the same bytes for any number (module docstring).
 
     Returns: TrainResult with the final params, every batch's loss, and per-epoch metrics:
     train_loss and train_error are the sample-weighted means over the epoch's batches, each
     measured before that batch's update; the evals' after the epoch.
     Raises DivergenceError when a batch's loss is NaN or infinite.
     """
-    n = x.shape[0]
+    images = as_images(x)
+    dtype = params["W"].dtype
+    n = len(images)
     if y.shape != (n, N_CLASSES):
         raise ValueError(f"y must be one-hot of shape ({n}, {N_CLASSES}), got {y.shape}")
     if batch_size < 1 or epochs < 0:
@@ -136,7 +182,8 @@ def train(
         loss_sum, wrong = 0.0, 0
         for batch, start in enumerate(range(0, n, batch_size), start=1):
             idx = perm[start : start + batch_size]
-            params, loss, yhat = step(params, x[idx], y[idx], lr)
+            xb = images.batch(idx, dtype)  # (B, 28, 28): only this batch is converted
+            params, loss, yhat = step(params, xb, y[idx], lr, threads=threads)
             done += 1
             if not np.isfinite(loss):
                 raise DivergenceError(epoch, batch, done, loss)
@@ -149,7 +196,9 @@ def train(
             bar.update()
         metrics = {"epoch": float(epoch), "train_loss": loss_sum / n, "train_error": wrong / n}
         for name, (x_e, y_e) in (evals or {}).items():
-            metrics[f"{name}_loss"], metrics[f"{name}_error"] = loss_and_error(params, x_e, y_e)
+            metrics[f"{name}_loss"], metrics[f"{name}_error"] = loss_and_error(
+                params, x_e, y_e, threads=threads
+            )
         history.append(metrics)
         if on_epoch is not None:
             on_epoch(epoch, metrics)
