@@ -45,7 +45,7 @@ def test_make_generators_is_deterministic_and_independent():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_same_seed_same_bytes_for_any_thread_count_other_seed_other_weights(dtype):
-    # Batches of 10 in parts of 3, 3, 2, 2: one, two and three threads run the parts in other
+    # Batches of 10 in parts of 5 and 5: one, two and three threads run the parts in other
     # threads and other groupings; the sums are taken in part order all the same.
     one, two, three = (run(0, dtype, threads=t, evals=EVALS) for t in (1, 2, 3))
     other = run(1, dtype, threads=2)
@@ -95,7 +95,7 @@ def test_partial_last_batch_is_a_smaller_batch_with_its_own_mean():
     assert res.batch_losses.shape == (3,)
     p = params
     for start, loss in zip((0, 10, 20), res.batch_losses, strict=True):
-        idx = perm[start : start + 10]  # the last one holds 3 samples (3 parts of 1)
+        idx = perm[start : start + 10]  # the last one holds 3 samples (parts of 2 and 1)
         batch_loss, g = loss_and_grads_in_parts(p, x[idx], y[idx], sgd.PARTS)
         assert batch_loss == loss
         # The parts add up to the batch mean (up to the order of the sums).
@@ -185,7 +185,7 @@ def test_step_is_forward_backward_update_and_skips_a_non_finite_loss():
     x, y = templates_data(7, 6)
     laps = []
     out = sgd.step(p, x, y, 0.5, laps.append)
-    loss, grads = loss_and_grads_in_parts(p, x, y, sgd.PARTS)  # 6 samples: parts of 2, 2, 1, 1
+    loss, grads = loss_and_grads_in_parts(p, x, y, sgd.PARTS)  # 6 samples: parts of 3 and 3
     assert out.loss == loss and laps[-1] == "sgd" and "conv1_fwd" in laps
     by_part = [cnn.forward(p, x[rows])[0] for rows in np.array_split(np.arange(6), sgd.PARTS)]
     np.testing.assert_array_equal(out.yhat, np.concatenate(by_part))

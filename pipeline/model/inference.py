@@ -33,10 +33,11 @@ def predict_proba(
     images = as_images(x)
     dtype = params["W"].dtype
     out = np.empty((len(images), N_CLASSES), dtype)
+    ops = cnn.operands(params)  # built once, shared by every batch
 
     def one(start: int) -> None:
         rows = slice(start, start + batch_size)
-        out[rows] = cnn.forward(params, images.batch(rows, dtype))[0]
+        out[rows] = cnn.forward(params, images.batch(rows, dtype), ops=ops)[0]
 
     workers(threads).map(one, range(0, len(images), batch_size))
     return out

@@ -39,11 +39,13 @@ OnBatch = Callable[[int, float], None]  # (step, loss): step counts updates from
 OnEpoch = Callable[[int, dict[str, float]], None]  # (epoch from 1, metrics)
 Order = Callable[[int], np.ndarray]  # epoch from 1 -> permutation of range(n)
 
-# Parts per batch: enough to keep 2-4 cores busy at batch 50 (parts of 13, 13, 12 and 12 samples;
-# a core that another process slows down takes fewer of them), few enough that the fixed cost of
-# a pass stays small against a part's work. It fixes the summation order of the gradients, so
-# changing it changes the bytes of every trained weight; the thread count never does.
-PARTS = 4
+# Parts per batch: one per core of a 2-core machine at any batch size. Each part's pass has a
+# fixed cost (about 0.15 ms of calls that hold the GIL), so parts stay large: on 2 shared cores at
+# batch 50 (two A/B runs), a float32 epoch took 2.7-3.2 s with 4 parts of 12-13 samples and
+# 2.5-2.6 s with 2 parts of 25 (float64: no clear difference within the noise). It fixes the
+# summation order of the gradients, so changing it changes the bytes of every trained weight; the
+# thread count never does. More threads than parts still help the evaluations (batches of 100).
+PARTS = 2
 
 
 class DivergenceError(FloatingPointError):
@@ -85,9 +87,10 @@ def step(
     Returns: Step. A NaN or infinite loss skips the update, so the caller can stop before it.
     """
     n = x.shape[0]
+    ops = cnn.operands(params)  # the parts share the matrices built from params
 
     def part(rows: slice) -> tuple[np.ndarray, float, cnn.Params]:
-        yhat, cache = cnn.forward(params, x[rows], lap)
+        yhat, cache = cnn.forward(params, x[rows], lap, ops)
         loss, grads = cnn.backward(params, cache, y[rows], lap, batch_size=n)
         return yhat, loss, grads
 
