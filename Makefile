@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
-# One BLAS thread: faster on 2 shared cores and bit-reproducible (see README, "Determinism").
+# One BLAS thread per part of a batch: the bytes do not depend on the cores (README, "Threads").
 export OPENBLAS_NUM_THREADS := 1
 export OMP_NUM_THREADS := 1
 export MKL_NUM_THREADS := 1

@@ -27,9 +27,10 @@ from pipeline.files import atomic_write_bytes
 
 PARAMS_FILE = Path("params.yaml")
 TOOLBOX_IMAGES = 60_000  # the toolbox trains on every training image, in file order
-# How a run is checkpointed and resumed, not what it computes: left out of a run's identity
-# (its checkpoint's key, a sweep job's identity), so changing them resumes the same run.
-RESUME_KEYS = ("train.checkpoint_every", "train.resume")
+# How a run is checkpointed, resumed and spread over threads, not what it computes (the weights
+# are the same bytes for any thread count): left out of a run's identity (its checkpoint's key,
+# a sweep job's identity), so changing them resumes the same run.
+RESUME_KEYS = ("train.checkpoint_every", "train.resume", "train.threads")
 RESUME_MODES = ("auto", "never")
 
 
@@ -87,6 +88,7 @@ class TrainConfig:  # conf/train/*.yaml
     test_each_epoch: bool
     init_seed: int | None
     order_seed: int | None
+    threads: int | None
     checkpoint_every: int
     resume: str
 
@@ -107,6 +109,11 @@ class TrainConfig:  # conf/train/*.yaml
         for key in ("init_seed", "order_seed"):
             value = getattr(self, key)
             _require(value is None or value >= 0, f"train.{key}", "must be >= 0 or null")
+        _require(
+            self.threads is None or self.threads >= 1,
+            "train.threads",
+            f"must be >= 1 or null (the cores available), got {self.threads}",
+        )
         _require(
             self.checkpoint_every >= 0,
             "train.checkpoint_every",

@@ -27,9 +27,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             runtime.enter_project()
             cfg, _ = load_params(params_file)
-            test_split = read_prepared(Path(cfg.data.prepared)).split("test", cfg.train.dtype)
-            params = load_weights(outputs.weights)
-            test = assess(params, test_split)
+            test_split = read_prepared(Path(cfg.data.prepared)).split("test")
+            params = load_weights(outputs.weights)  # their dtype is the arithmetic's
+            test = assess(params, test_split, threads=runtime.available_cores())
             pairs = zip(test_split.labels.tolist(), test.predictions.tolist(), strict=True)
             write_together(
                 {

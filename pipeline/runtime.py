@@ -59,6 +59,26 @@ def default_single_thread_blas() -> None:
         os.environ.setdefault(var, "1")
 
 
+def _cpuinfo_field(text: str, name: str) -> str:
+    return next(
+        (line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith(name)),
+        "",
+    )
+
+
+def cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, str]:
+    """This CPU's model name and widest SIMD level as the CPU itself offers it, whatever
+    portable mode pins: ("AMD EPYC", "AVX-512"), or "AVX2", "SSE4.2", ... ("?" if unknown)."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return platform.processor() or platform.machine(), "?"
+    flags = set(_cpuinfo_field(text, "flags").split())
+    levels = (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("sse4_2", "SSE4.2"))
+    level = next((name for flag, name in levels if flag in flags), "?")
+    return _cpuinfo_field(text, "model name") or platform.machine(), level
+
+
 def _has_x86_64_v3(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """Whether this CPU runs AVX2 + FMA code (the pinned paths): x86-64, and where Linux says
     which flags it has, avx2 and fma among them."""
@@ -154,6 +174,8 @@ class Environment:
     sweep_parent: str | None  # PIPELINE_SWEEP_PARENT_RUN_ID: that sweep's parent run
     sweep_launcher: int | None  # PIPELINE_SWEEP_LAUNCHER_PID: a local launcher to die with
     slurm_job: str | None  # in a Slurm job: its id, <array>_<task> for an array's task
+    slurm_cpus: int | None  # in a Slurm job: the CPUs of its task (SLURM_CPUS_PER_TASK, else
+    # SLURM_CPUS_ON_NODE)
 
     @property
     def root(self) -> Path:
@@ -181,6 +203,7 @@ def environment(env: Mapping[str, str] | None = None) -> Environment:
         sweep_parent=env.get(SWEEP_VARS[1]) or None,
         sweep_launcher=int(env[SWEEP_VARS[2]]) if env.get(SWEEP_VARS[2]) else None,
         slurm_job=_slurm_job(env),
+        slurm_cpus=_slurm_cpus(env),
     )
 
 
@@ -188,6 +211,36 @@ def _slurm_job(env: Mapping[str, str]) -> str | None:
     if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
         return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
     return env.get("SLURM_JOB_ID") or None
+
+
+def _slurm_cpus(env: Mapping[str, str]) -> int | None:
+    if not env.get("SLURM_JOB_ID"):
+        return None
+    for var in ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE"):
+        if env.get(var, "").isdigit() and int(env[var]) >= 1:
+            return int(env[var])
+    return 1  # Slurm's default allocation: one CPU per task
+
+
+def available_cores() -> int:
+    """The cores this process may run on: its CPU affinity, which taskset, a cgroup's cpuset
+    and Slurm's task binding narrow (`os.cpu_count` where the platform has no affinity)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def training_threads(configured: int | None, *, cores: int, slurm_cpus: int | None = None) -> int:
+    """The threads of one training run (`pipeline.model.parallel`; its results do not depend on
+    them): `configured` (train.threads) when set; else, in a Slurm job, the CPUs of its task;
+    else `cores`, the cores the run may use (`available_cores`, or a sweep job's share of them,
+    see `pipeline.train`). At least 1."""
+    if configured is not None:
+        return configured
+    if slurm_cpus is not None:
+        return slurm_cpus
+    return max(1, cores)
 
 
 def exit_with(pid: int, poll_s: float = 0.5) -> threading.Thread:

@@ -11,11 +11,11 @@ job folder.
 The MLflow run gets: params as dotted keys; per-epoch train_loss, train_error, val_loss,
 val_error (step = epoch); per-batch `batch_loss` (step = global batch index from 1, loss before
 that batch's update); final test_loss, test_error; tags (git commit, data hash, dataset, seed,
-BLAS threads, portable mode and the SIMD paths that ran, NumPy version, the weights' sha256);
-its dataset (MLflow's dataset tracking); artifacts (weights.npz, params.yaml, PNG figures,
-`predictions/test.csv`: one row per test image, actual and predicted label, for paired
-comparisons image by image) and the pyfunc model. It ends FINISHED only after all of that and
-the outputs are written, FAILED on an error (divergence included), KILLED on Ctrl-C, SIGTERM,
+BLAS threads, training threads, portable mode and the SIMD paths that ran, NumPy version, the
+weights' sha256); its dataset (MLflow's dataset tracking); artifacts (weights.npz, params.yaml,
+PNG figures, `predictions/test.csv`: one row per test image, actual and predicted label, for
+paired comparisons image by image) and the pyfunc model. It ends FINISHED only after all of that
+and the outputs are written, FAILED on an error (divergence included), KILLED on Ctrl-C, SIGTERM,
 SIGUSR1 or SIGUSR2, with no output written (see `train_and_log`).
 
 Resuming: training writes a checkpoint (`pipeline.model.checkpoint`) after every
@@ -114,6 +114,7 @@ def train_and_log(
     dataset: runs.DatasetInfo,
     checkpoints: Checkpointing,
     parent_run_id: str | None = None,
+    threads: int = 1,
 ) -> RunResult:
     """Train `plan` with SGD, evaluate on its test set, log one MLflow run, write `outputs`.
 
@@ -122,7 +123,8 @@ def train_and_log(
     experiment, run name, tags, params (flat) and the configuration's text (an artifact);
     log_model: also log the pyfunc model; dataset: the input, for MLflow's dataset tracking;
     checkpoints: where checkpoints go and whether to resume one; parent_run_id: the sweep's
-    parent run, if any.
+    parent run, if any; threads: the threads that train and evaluate (the results are the same
+    bytes for any number).
     Returns the run id, the training result and the test evaluation.
 
     Order, so that an interruption always leaves a true state: train and evaluate (signals act
@@ -152,6 +154,7 @@ def train_and_log(
             dataset=dataset,
             checkpoints=checkpoints,
             parent_run_id=parent_run_id,
+            threads=threads,
         )
         slot.remove()  # the run FINISHED: nothing is left to resume
     return result
@@ -232,6 +235,7 @@ def _train_and_log(
     dataset: runs.DatasetInfo,
     checkpoints: Checkpointing,
     parent_run_id: str | None,
+    threads: int,
 ) -> RunResult:
     """`train_and_log` inside its checkpoint slot: a new run, or `found`'s run continued."""
     batches_per_epoch = -(-len(plan.fit) // batch_size)
@@ -305,9 +309,10 @@ def _train_and_log(
                 on_batch=on_batch,
                 on_epoch=on_epoch,
                 state=state,
+                threads=threads,
             )
             trained.params = plan.to_saved(trained.params)  # natural images, in every mode
-            test = assess(trained.params, plan.test_natural)
+            test = assess(trained.params, plan.test_natural, threads=threads)
             if not test_each_epoch:  # else logged at every epoch, the last one included
                 metrics_log.log({"test_loss": test.loss, "test_error": test.error}, epochs)
             interrupts.check()
@@ -421,10 +426,17 @@ def _run(
     *,
     parent_run_id: str | None = None,
     sweep_tags: Mapping[str, str] | None = None,
+    cores: int | None = None,
 ) -> RunResult | Skipped:
     """What both entry points share: read the environment, git, the store and the prepared
-    file, then call `train_and_log` (or, for a sweep job already done, skip it)."""
+    file, then call `train_and_log` (or, for a sweep job already done, skip it). cores: the
+    cores this run may use (None: all this process may use; a sweep job passes its share)."""
     env = runtime.environment()
+    threads = runtime.training_threads(
+        cfg.train.threads,
+        cores=runtime.available_cores() if cores is None else cores,
+        slurm_cpus=env.slurm_cpus,
+    )
     root = env.root
     uri = env.store_uri(cfg.tracking.uri)
     client, experiment_id = store.connect(uri, cfg.tracking.experiment, paths.artifact_root(root))
@@ -483,6 +495,7 @@ def _run(
         "seed": str(cfg.seed),
         "pipeline_version": pipeline.__version__,
         **environment,
+        "threads": str(threads),  # of the training (the weights do not depend on it)
         **({"dvc_exp_name": env.dvc_exp_name} if env.dvc_exp_name else {}),
         **dict(sweep_tags or {}),
     }
@@ -514,7 +527,24 @@ def _run(
             resume=cfg.train.resume == "auto",
         ),
         parent_run_id=parent_run_id,
+        threads=threads,
     )
+
+
+def job_cores(launcher: Mapping[str, Any], cores: int) -> int:
+    """A sweep job's share of this machine's `cores`, from its Hydra launcher's settings: the
+    joblib launcher runs n_jobs jobs at once (negative: cores + 1 + n_jobs, joblib's meaning),
+    so each gets cores // n_jobs; submitit's launchers give each job `cpus_per_task` (1 when
+    unset: its local launcher starts every job at once); the basic launcher runs one job at a
+    time, with every core."""
+    target = str(launcher.get("_target_", ""))
+    if "Joblib" in target:
+        n_jobs = int(launcher.get("n_jobs") or 1)
+        n_jobs = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)
+        return max(1, cores // n_jobs)
+    if "submitit" in target:
+        return int(launcher.get("cpus_per_task") or 1)
+    return cores
 
 
 def _run_name(cfg: Config) -> str:
@@ -632,7 +662,10 @@ def hydra_entry() -> None:
             tree = OmegaConf.to_container(cfg, resolve=True)
             job = hc.job.num if env.sweep_parent else None  # hydra.job.num: multirun only
             parent, tags = job_context(env, list(hc.overrides.task), job)
-            result = _run(config, tree, outputs, parent_run_id=parent, sweep_tags=tags)
+            cores = runtime.available_cores()
+            if hc.mode == RunMode.MULTIRUN:  # jobs run side by side: each takes its share
+                cores = job_cores(OmegaConf.to_container(hc.launcher), cores)
+            result = _run(config, tree, outputs, parent_run_id=parent, sweep_tags=tags, cores=cores)
         except FAILURES as exc:
             if hc.mode == RunMode.MULTIRUN:
                 raise

@@ -47,9 +47,9 @@ def worker(data: str, images: int, dtypes: list[str]) -> dict:
     prepared = read_prepared(data)
     out: dict = {"simd": runtime.simd_paths()}
     for name in dtypes:
-        fit = prepared.split("fit", name).head(images or None)
+        fit = prepared.split("fit").head(images or None)
         init_rng, order_rng = make_generators(0)
-        params0 = cnn.init_params(init_rng, fit.x.dtype)
+        params0 = cnn.init_params(init_rng, name)
         start, cpu = time.perf_counter(), time.process_time()
         trained = sgd.train(
             params0,

@@ -24,3 +24,19 @@ def loss_and_grads(params: cnn.Params, x: np.ndarray, y: np.ndarray) -> tuple[fl
     and one-hot targets y (N, 10): `cnn.forward` then `cnn.backward`."""
     _, cache = cnn.forward(params, x)
     return cnn.backward(params, cache, y)
+
+
+def loss_and_grads_in_parts(
+    params: cnn.Params, x: np.ndarray, y: np.ndarray, parts: int
+) -> tuple[float, cnn.Params]:
+    """What `sgd.step` computes for one batch, written out: the batch cut by np.array_split into
+    `parts` consecutive parts (sizes differing by at most one, the longer first), each part's loss
+    and gradient sums divided by the whole batch's size, added in part order."""
+    n = len(x)
+    total_loss, total = 0.0, None
+    for rows in np.array_split(np.arange(n), min(parts, n)):
+        _, cache = cnn.forward(params, x[rows])
+        loss, grads = cnn.backward(params, cache, y[rows], batch_size=n)
+        total_loss += loss
+        total = grads if total is None else {k: total[k] + grads[k] for k in grads}
+    return total_loss, total

@@ -190,7 +190,7 @@ def make(base: Path, *, epochs: int = 2) -> Project:
     )
     (root / "conf/train/tiny.yaml").write_text(
         f"lr: 1.0\nbatch_size: {BATCH}\nepochs: {epochs}\ndtype: float64\nrng: default\n"
-        "test_each_epoch: false\ninit_seed: null\norder_seed: null\n"
+        "test_each_epoch: false\ninit_seed: null\norder_seed: null\nthreads: null\n"
         "checkpoint_every: 1\nresume: auto\n"
     )
     cfg = (root / "conf/config.yaml").read_text()

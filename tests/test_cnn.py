@@ -8,6 +8,7 @@ import paper_loops
 import pytest
 from cnn_helpers import count_params, loss_and_grads, sigmoid
 from gradient_check import eval_numerical_gradient, eval_numerical_gradient_array, rel_error
+from numpy.lib.array_utils import byte_bounds
 
 from pipeline.model import cnn
 
@@ -224,16 +225,29 @@ def test_central_finite_differences_every_parameter(params):
 # --------------------------------------------------------------------------- hand-worked and layout
 
 
-def test_conv_output_is_a_transposed_view_of_per_row_products():
-    # The layout `ConvCache.a` documents: (Q, OH, OW, N) over (OH, Q, OW, N) memory, the order in
-    # which the per-row products come out (so the sigmoid needs no reordering pass).
+def test_conv_products_read_overlapping_windows_of_one_width_window_copy():
+    # The layout `ConvCache` documents: `a` (Q, OH, OW, N) over (OH, Q, OW, N) memory, the order
+    # in which the products come out (the sigmoid needs no reordering pass); `cols` overlapping
+    # read-only views into one (H, C*KW + 1, OW, N) copy of the input (KW windows a row, not
+    # KH*KW), one view per group of `rows` output rows.
     rng = np.random.default_rng(16)
-    a, cache = cnn.conv_sigmoid_forward(
-        rng.random((2, 9, 9, 3)), rng.random((2, 4, 5, 5)), rng.random(4)
-    )
-    assert a.shape == (4, 5, 5, 3) and cache.a is a
+    x = rng.random((2, 12, 9, 3))  # (C, H, W, N)
+    a, cache = cnn.conv_sigmoid_forward(x, rng.random((2, 4, 5, 5)), rng.random(4))
+    assert a.shape == (4, 8, 5, 3) and cache.a is a
     assert a.transpose(1, 0, 2, 3).flags.c_contiguous
-    assert cache.cols.shape == (5, 2 * 25 + 1, 5 * 3) and cache.cols.flags.c_contiguous
+    assert cache.rows == 4 and cache.cols.shape == (2, (4 + 4) * 11, 5 * 3)
+    assert np.shares_memory(cache.cols[0], cache.cols[1]) and not cache.cols.flags.writeable
+    low, high = byte_bounds(cache.cols)
+    assert high - low == 12 * 11 * 5 * 3 * x.itemsize  # all of the copy, nothing more
+
+
+def test_width_windows_hold_each_rows_column_windows_and_ones():
+    x = np.arange(2 * 3 * 6 * 2, dtype=float).reshape(2, 3, 6, 2)  # (C, H, W, N)
+    xw = cnn.width_windows(x, 4)  # (H, C*KW + 1, OW, N)
+    assert xw.shape == (3, 9, 3, 2)
+    for h, c, j, t, n in np.ndindex(3, 2, 4, 3, 2):
+        assert xw[h, c * 4 + j, t, n] == x[c, h, t + j, n]
+    assert (xw[:, 8] == 1).all()
 
 
 def test_true_convolution_orientation():
@@ -351,7 +365,8 @@ def test_float32_stays_float32_everywhere():
     p = cnn.init_params(np.random.default_rng(0), np.float32)
     x, y = random_batch(9, 4, np.float32)
     yhat, cache = cnn.forward(p, x)
-    arrays = [yhat, cache.c1.cols, cache.c1.a, cache.c2.cols, cache.c2.a, cache.f, cache.yhat]
+    arrays = [yhat, cache.c1.cols, cache.c1.a, cache.c2.cols, cache.c2.a, cache.s2, cache.yhat]
+    arrays += list(cache.ops)
     _, g = cnn.backward(p, cache, y)
     dz = np.ones((12, 8, 8, 4), np.float32)
     arrays += [*g.values(), cnn.full_conv(dz, p["k2"]), cnn.pool_backward(dz)]

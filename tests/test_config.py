@@ -65,6 +65,8 @@ def test_small_subset_keeps_mnist_files():
         ("train.batch_size", 0),
         ("train.epochs", 0),
         ("train.dtype", "float16"),
+        ("train.threads", 0),
+        ("train.threads", "all"),
         ("train.momentum", 0.9),
         ("model.name", "lenet"),
         ("data.subset", 0),

@@ -80,11 +80,12 @@ def test_pyfunc_model_predicts_like_the_pipeline(repro_project):
         model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
     finally:
         mlflow.set_tracking_uri(None)
-    test = read_prepared(project.root / "data/prepared/tiny.npz").split("test", np.float64)
+    test = read_prepared(project.root / "data/prepared/tiny.npz").split("test")
+    x = test.x.array(np.float64)
     expected = predict(load_weights(project.root / "models/weights.npz"), test.x)
-    np.testing.assert_array_equal(model.predict(test.x), expected)
+    np.testing.assert_array_equal(model.predict(x), expected)
     # The CLI, offline: --env-manager local uses this environment instead of building one.
-    (project.root / "in.json").write_text(json.dumps({"inputs": test.x[:5].tolist()}))
+    (project.root / "in.json").write_text(json.dumps({"inputs": x[:5].tolist()}))
     done = project.run(
         "mlflow",
         "models",

@@ -42,7 +42,9 @@ def test_toolbox_plan_starts_from_the_check_values(full_size):
     assert p.params0["W"][0, 1] == -0.054559359156731789
     assert (p.order(1)[:10] + 1).tolist() == FIRST_BATCH
     assert len(p.fit) == 60_000 and p.val is None  # every image, the validation split included
-    np.testing.assert_array_equal(p.fit.x[7], p.test_natural.x[7].T)  # presented transposed
+    presented, natural = p.fit.x.batch([7], np.float64)[0], p.test_natural.x.array(np.float64)[7]
+    np.testing.assert_array_equal(presented, natural.T)  # presented transposed
+    assert np.shares_memory(p.fit.x.pixels, full_size.arrays["train_images"])  # a view
 
 
 def test_default_plan_uses_the_seeds_generators_and_the_fit_split(full_size):
@@ -51,7 +53,11 @@ def test_default_plan_uses_the_seeds_generators_and_the_fit_split(full_size):
     expected = cnn.init_params(init_rng, np.float32)
     assert all(p.params0[k].tobytes() == expected[k].tobytes() for k in cnn.PARAM_NAMES)
     np.testing.assert_array_equal(p.order(1), order_rng.permutation(50_000))
-    assert len(p.fit) == 50_000 and len(p.val) == 10_000 and p.fit.x.dtype == np.float32
+    assert len(p.fit) == 50_000 and len(p.val) == 10_000
+    # The splits hold the file's bytes and their rows (no copy); batches come in the dtype asked.
+    assert p.fit.x.pixels is p.val.x.pixels is full_size.arrays["train_images"]
+    assert len(np.intersect1d(p.fit.x.rows, p.val.x.rows)) == 0
+    assert p.fit.x.batch(np.arange(3), np.float32).dtype == np.float32
     assert p.test is p.test_natural and p.to_saved(p.params0) == p.params0
     small = make_plan(prepared=full_size, seed=3, rng="default", dtype=np.float32, subset=100)
     assert len(small.fit) == 100 and len(small.order(1)) == 100

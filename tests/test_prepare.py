@@ -37,14 +37,23 @@ def test_prepared_file_is_byte_identical_and_loads_exactly(tmp_path):
     data = read_prepared(tmp_path / "a.npz")
     val = validation_index(12, 4, 3)
     fit = np.setdiff1d(np.arange(12), val)
-    split = {part: data.split(part, np.float64) for part in ("fit", "val", "test", "train")}
-    np.testing.assert_array_equal(split["val"].x, arrs["train_images"][val] / 255.0)
-    np.testing.assert_array_equal(split["fit"].x, arrs["train_images"][fit] / 255.0)
-    np.testing.assert_array_equal(split["train"].x, arrs["train_images"] / 255.0)
+    split = {part: data.split(part) for part in ("fit", "val", "test", "train")}
+    x = {part: s.x.array(np.float64) for part, s in split.items()}
+    np.testing.assert_array_equal(x["val"], arrs["train_images"][val] / 255.0)
+    np.testing.assert_array_equal(x["fit"], arrs["train_images"][fit] / 255.0)
+    np.testing.assert_array_equal(x["train"], arrs["train_images"] / 255.0)
     np.testing.assert_array_equal(split["test"].labels, arrs["test_labels"])
     np.testing.assert_array_equal(split["fit"].y.argmax(1), arrs["train_labels"][fit])
-    assert split["fit"].x.dtype == np.float64 and split["fit"].x.max() <= 1.0
-    assert data.split("test", "float32").x.dtype == np.float32
+    assert x["fit"].dtype == np.float64 and x["fit"].max() <= 1.0
+    # float32: the nearest float32 of x/255, as if every image had been converted at once.
+    x32 = split["fit"].x.batch(np.array([2, 0]), "float32")
+    assert x32.dtype == np.float32
+    expected = arrs["train_images"][fit][[2, 0]].astype(np.float32) / np.float32(255)
+    assert x32.tobytes() == expected.tobytes()
+    # The splits refer to the file's arrays: the stored bytes, once.
+    assert split["fit"].x.pixels is split["val"].x.pixels is data.arrays["train_images"]
+    assert split["fit"].x.pixels.dtype == np.uint8 and split["fit"].y.dtype == np.uint8
+    assert len(split["fit"].x.head(3)) == 3
     assert (
         data.n_val == 4
         and len(split["fit"].head(3)) == 3

@@ -28,9 +28,10 @@ def test_prepared_mnist_has_the_documented_layout():
     if not path.is_file():
         pytest.skip(f"{path} absent: run `dvc repro prepare` (make repro) first")
     data = read_prepared(path)
-    fit, val, test = (data.split(part, np.float32) for part in ("fit", "val", "test"))
+    fit, val, test = (data.split(part) for part in ("fit", "val", "test"))
     assert len(fit) + len(val) == 60_000 and len(test) == 10_000
-    assert test.x.shape == (10_000, 28, 28) and 0.0 <= test.x.min() <= test.x.max() <= 1.0
+    x = test.x.array(np.float32)
+    assert x.shape == (10_000, 28, 28) and 0.0 <= x.min() <= x.max() <= 1.0
     assert np.bincount(test.labels).tolist()[:2] == [980, 1135]  # MNIST's test class counts
 
 

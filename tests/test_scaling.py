@@ -68,7 +68,7 @@ def finish(project, proc: subprocess.Popen, timeout_s: float) -> tuple[str, str]
 
 
 def tiny_test_images(project) -> np.ndarray:
-    return read_prepared(project.root / "data/prepared/tiny.npz").split("test", np.float64).x
+    return read_prepared(project.root / "data/prepared/tiny.npz").split("test").x.array(np.float64)
 
 
 def pipeline_digits(client: MlflowClient, run_id: str, x: np.ndarray, tmp: Path) -> np.ndarray:

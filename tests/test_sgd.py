@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from cnn_helpers import loss_and_grads
+from cnn_helpers import loss_and_grads, loss_and_grads_in_parts
 from numpy.lib.stride_tricks import sliding_window_view
 
+from pipeline.data.prepared import Images
 from pipeline.model import cnn, inference, sgd
 from pipeline.model.plan import make_generators, shuffled
 
@@ -20,6 +21,9 @@ def templates_data(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     labels = np.arange(n) % 10
     x = templates[labels] * (1 - 0.2 * rng.random((n, 28, 28)))
     return x, np.eye(10)[labels]
+
+
+EVALS = {"val": templates_data(9, 23)}
 
 
 def run(seed: int = 0, dtype=np.float64, n: int = 30, **kw) -> sgd.TrainResult:
@@ -40,12 +44,35 @@ def test_make_generators_is_deterministic_and_independent():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_same_seed_same_bytes_other_seed_other_weights(dtype):
-    a, b, c = run(0, dtype), run(0, dtype), run(1, dtype)
+def test_same_seed_same_bytes_for_any_thread_count_other_seed_other_weights(dtype):
+    # Batches of 10 in parts of 5 and 5: one, two and three threads run the parts in other
+    # threads and other groupings; the sums are taken in part order all the same.
+    one, two, three = (run(0, dtype, threads=t, evals=EVALS) for t in (1, 2, 3))
+    other = run(1, dtype, threads=2)
+    for res in (two, three):
+        for name in cnn.PARAM_NAMES:
+            assert res.params[name].tobytes() == one.params[name].tobytes(), name
+        assert res.batch_losses.tobytes() == one.batch_losses.tobytes()
+        assert res.history == one.history  # train and evaluation metrics, to the last bit
     for name in cnn.PARAM_NAMES:
-        assert a.params[name].tobytes() == b.params[name].tobytes()
-        assert not np.array_equal(a.params[name], c.params[name]) or name.startswith("b")
-    assert a.batch_losses.tobytes() == b.batch_losses.tobytes()
+        assert not np.array_equal(one.params[name], other.params[name]) or name.startswith("b")
+
+
+def test_stored_bytes_train_exactly_like_the_images_they_stand_for():
+    # uint8 images with scale 255, converted per batch, are the images x/255 converted upfront;
+    # rows select a split without copying it.
+    x, y = templates_data(1, 30)
+    pixels = np.round(x * 255).astype(np.uint8)
+    rows = np.arange(40)[::-1][:30]  # split of a bigger array, in another order
+    stored = np.zeros((40, 28, 28), np.uint8)
+    stored[rows] = pixels
+    params = cnn.init_params(np.random.default_rng(0), np.float32)
+    orders = {1: np.arange(30), 2: np.arange(30)[::-1]}
+    kw = {"epochs": 2, "batch_size": 7, "lr": 1.0, "order": orders.__getitem__}
+    as_floats = sgd.train(params, pixels.astype(np.float32) / np.float32(255), y, **kw)
+    as_stored = sgd.train(params, Images(stored, rows, 255), y.astype(np.uint8), **kw)
+    for name in cnn.PARAM_NAMES:
+        assert as_stored.params[name].tobytes() == as_floats.params[name].tobytes(), name
 
 
 def test_overfits_50_samples():
@@ -68,9 +95,14 @@ def test_partial_last_batch_is_a_smaller_batch_with_its_own_mean():
     assert res.batch_losses.shape == (3,)
     p = params
     for start, loss in zip((0, 10, 20), res.batch_losses, strict=True):
-        idx = perm[start : start + 10]  # the last one holds 3 samples
-        batch_loss, g = loss_and_grads(p, x[idx], y[idx])
+        idx = perm[start : start + 10]  # the last one holds 3 samples (parts of 2 and 1)
+        batch_loss, g = loss_and_grads_in_parts(p, x[idx], y[idx], sgd.PARTS)
         assert batch_loss == loss
+        # The parts add up to the batch mean (up to the order of the sums).
+        whole_loss, whole = loss_and_grads(p, x[idx], y[idx])
+        assert batch_loss == pytest.approx(whole_loss, rel=1e-14)
+        for name in cnn.PARAM_NAMES:
+            np.testing.assert_allclose(g[name], whole[name], rtol=1e-12, atol=1e-16)
         p = cnn.sgd_update(p, g, 0.5)
     for name in cnn.PARAM_NAMES:
         assert p[name].tobytes() == res.params[name].tobytes()
@@ -153,9 +185,10 @@ def test_step_is_forward_backward_update_and_skips_a_non_finite_loss():
     x, y = templates_data(7, 6)
     laps = []
     out = sgd.step(p, x, y, 0.5, laps.append)
-    loss, grads = loss_and_grads(p, x, y)
+    loss, grads = loss_and_grads_in_parts(p, x, y, sgd.PARTS)  # 6 samples: parts of 3 and 3
     assert out.loss == loss and laps[-1] == "sgd" and "conv1_fwd" in laps
-    np.testing.assert_array_equal(out.yhat, cnn.forward(p, x)[0])
+    by_part = [cnn.forward(p, x[rows])[0] for rows in np.array_split(np.arange(6), sgd.PARTS)]
+    np.testing.assert_array_equal(out.yhat, np.concatenate(by_part))
     for name in cnn.PARAM_NAMES:
         assert out.params[name].tobytes() == (p[name] - 0.5 * grads[name]).tobytes()
     x[0, 0, 0] = np.nan

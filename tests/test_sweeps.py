@@ -187,8 +187,6 @@ def test_dvc_queue_sweep_logs_to_the_same_store(prepared_project):
 
 
 def test_hydra_single_run_in_replay_mode_logs_batch_losses(prepared_project):
-    import numpy as np
-
     from pipeline.data.prepared import read_prepared
     from pipeline.model import toolbox
     from pipeline.model.inference import error_rate, predict
@@ -211,7 +209,7 @@ def test_hydra_single_run_in_replay_mode_logs_batch_losses(prepared_project):
     # Trained on transposed images, saved for natural ones: the logged test error is the
     # saved weights' error on natural images, and those weights fail on transposed images.
     weights = load_weights(next(project.root.glob("outputs/*/*/models/weights.npz")))
-    test = read_prepared(project.root / "data/prepared/tiny.npz").split("test", np.float64)
+    test = read_prepared(project.root / "data/prepared/tiny.npz").split("test")
     natural = error_rate(predict(weights, test.x), test.labels)
     assert run.data.metrics["test_error"] == natural < 0.3
     assert error_rate(predict(weights, toolbox.present(test.x)), test.labels) > natural + 0.3

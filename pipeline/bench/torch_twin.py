@@ -1,4 +1,4 @@
-"""The same network and training in PyTorch (CPU, one thread), timed by `pipeline.bench`.
+"""The same network and training in PyTorch (CPU, any thread count), timed by `pipeline.bench`.
 
 Imported only where torch is importable; torch is never a dependency of the project. Same
 architecture, same true convolution (torch's conv2d cross-correlates, so it gets rot180(k)), same
@@ -48,14 +48,20 @@ def forward(tp: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
 
 
 def train_epoch(
-    params: cnn.Params, x: np.ndarray, y: np.ndarray, perm: np.ndarray, batch_size: int, lr: float
+    params: cnn.Params,
+    x: np.ndarray,
+    y: np.ndarray,
+    perm: np.ndarray,
+    batch_size: int,
+    lr: float,
+    threads: int = 1,
 ) -> tuple[cnn.Params, float]:
-    """One epoch of SGD in the given sample order, one torch thread.
+    """One epoch of SGD in the given sample order, on `threads` torch threads.
 
     Inputs: params (NumPy, the training dtype); x (N, 28, 28) and y (N, 10) already in that dtype.
     Returns: the trained params (NumPy) and the seconds spent in the training loop.
     """
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     tp = to_torch(params)
     xt = torch.from_numpy(x).unsqueeze(1)  # (N, 1, 28, 28)
     yt = torch.from_numpy(y)

@@ -4,10 +4,12 @@ Keys (N = 60,000 training images, T = 10,000 test images, V = the validation siz
 - train_images (N, 28, 28) uint8, train_labels (N,) uint8, train_onehot (N, 10) uint8
 - val_index (V,) int64: sorted indices into the training images, held out for validation
 - test_images (T, 28, 28) uint8, test_labels (T,) uint8, test_onehot (T, 10) uint8
-Pixels are stored as their exact uint8 values; a `Split` holds them divided by 255 in the
-training dtype, so float64 runs see exactly the reference's x/255 and float32 runs its nearest
-float32. `pipeline.files.save_npz` writes the container with fixed timestamps and order, so the
-same arrays always give the same bytes.
+Pixels are stored as their exact uint8 values and stay so in memory: a `Split` refers to the
+file's arrays and the rows it holds (no copy), and its `Images` are divided by 255 in the training
+dtype one batch at a time, so float64 runs see exactly the reference's x/255, float32 runs its
+nearest float32, and a run holds MNIST once, as 55 MB of bytes (as float64, 440 MB).
+`pipeline.files.save_npz` writes the container with fixed timestamps and order, so the same
+arrays always give the same bytes.
 """
 
 from __future__ import annotations
@@ -74,11 +76,63 @@ def prepare_arrays(
 # --------------------------------------------------------------------------- reading
 
 
+SCALE = 255  # a stored pixel p means p / 255 in [0, 1]
+
+
+@dataclass(frozen=True)
+class Images:
+    """Images as stored, converted one batch at a time: image i is pixels[rows[i]] / scale.
+
+    A split of a file refers to the file's pixel array and the rows it holds, so no second copy
+    of the data exists; `batch` converts only the images asked for.
+    """
+
+    pixels: np.ndarray  # (M, H, W), any real dtype: uint8 as the prepared file stores them
+    rows: np.ndarray | None = None  # (N,) int64 indices into pixels; None: all M, in order
+    scale: float = 1.0  # divisor: SCALE for stored bytes, 1 for images already in [0, 1]
+
+    def __len__(self) -> int:
+        return len(self.pixels) if self.rows is None else len(self.rows)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self), *self.pixels.shape[1:])
+
+    def batch(self, idx: slice | np.ndarray, dtype: np.dtype | str) -> np.ndarray:
+        """Images idx (a slice or an index array into range(N)) as (B, H, W) `dtype` arrays,
+        pixels / scale: the same numbers as converting every image first."""
+        dtype = np.dtype(dtype)
+        pixels = self.pixels[idx] if self.rows is None else self.pixels[self.rows[idx]]
+        return np.divide(pixels, dtype.type(self.scale), dtype=dtype)  # (B, H, W)
+
+    def array(self, dtype: np.dtype | str) -> np.ndarray:
+        """Every image converted: (N, H, W) `dtype` (a copy; for small sets and checks)."""
+        return self.batch(slice(None), dtype)
+
+    def head(self, n: int | None) -> Images:
+        """The first n images (all of them when n is None)."""
+        if n is None or n >= len(self):
+            return self
+        if self.rows is None:
+            return Images(self.pixels[:n], None, self.scale)
+        return Images(self.pixels, self.rows[:n], self.scale)
+
+    def transposed(self) -> Images:
+        """Every image transposed (H <-> W): a view, converted per batch like the rest."""
+        return Images(self.pixels.swapaxes(-1, -2), self.rows, self.scale)
+
+
+def as_images(x: np.ndarray | Images) -> Images:
+    """`x` as `Images`: an (N, H, W) array of images in [0, 1] is taken as it is (scale 1)."""
+    return x if isinstance(x, Images) else Images(np.asarray(x))
+
+
 @dataclass(frozen=True)
 class Split:
-    """Images (N, 28, 28) in [0, 1], integer labels (N,) and one-hot targets (N, 10)."""
+    """N samples of a prepared file: images (converted per batch, see `Images`), integer labels
+    (N,) and one-hot targets (N, 10) uint8."""
 
-    x: np.ndarray
+    x: Images
     labels: np.ndarray
     y: np.ndarray
 
@@ -89,12 +143,12 @@ class Split:
         """The first n samples (all of them when n is None)."""
         if n is None or n >= len(self):
             return self
-        return Split(x=self.x[:n], labels=self.labels[:n], y=self.y[:n])
+        return Split(x=self.x.head(n), labels=self.labels[:n], y=self.y[:n])
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """A prepared file's arrays as stored (uint8); `split` converts one part to a dtype."""
+    """A prepared file's arrays as stored (uint8); `split` selects one part of them."""
 
     arrays: dict[str, np.ndarray]
 
@@ -102,25 +156,24 @@ class Prepared:
     def n_val(self) -> int:
         return len(self.arrays["val_index"])
 
-    def split(self, part: str, dtype: np.dtype | str) -> Split:
-        """One part as float images x/255 of `dtype`.
+    def split(self, part: str) -> Split:
+        """One part, its images still the file's bytes (read as x/255 per batch, `Images`).
 
         part: "fit" (training images minus the validation split), "val", "test", or "train"
         (all training images in file order, the validation split included).
         """
-        a, dtype = self.arrays, np.dtype(dtype)
+        a = self.arrays
         prefix = "test" if part == "test" else "train"
         images, labels, onehot = (a[f"{prefix}_{k}"] for k in ("images", "labels", "onehot"))
+        rows = None
         if part in ("fit", "val"):
             keep = np.zeros(len(labels), dtype=bool)
             keep[a["val_index"]] = True
-            if part == "fit":
-                keep = ~keep
-            images, labels, onehot = images[keep], labels[keep], onehot[keep]
+            rows = np.flatnonzero(keep if part == "val" else ~keep)  # (N,) int64, file order
+            labels, onehot = labels[rows], onehot[rows]
         elif part not in ("test", "train"):
             raise ValueError(f"part must be fit, val, test or train, got {part!r}")
-        x = images.astype(dtype) / dtype.type(255)  # (N, 28, 28)
-        return Split(x=x, labels=labels.astype(np.int64), y=onehot.astype(dtype))
+        return Split(x=Images(images, rows, SCALE), labels=labels.astype(np.int64), y=onehot)
 
 
 def read_prepared(path: Path, *, fix: str = "prepare it with `dvc repro prepare`") -> Prepared:

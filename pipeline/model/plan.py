@@ -41,7 +41,8 @@ class ResumableOrder(Protocol):
 
 @dataclass(frozen=True)
 class Plan:
-    params0: cnn.Params
+    params0: cnn.Params  # the dtype of training
+    # The splits hold the prepared file's uint8 bytes, converted per batch in the params' dtype.
     fit: Split  # as the network sees it during training
     val: Split | None
     test: Split  # as the network sees it during training (per-epoch evaluation)
@@ -102,25 +103,26 @@ def make_plan(
     init_seed: int | None = None,
     order_seed: int | None = None,
 ) -> Plan:
-    """The plan of a run (module docstring). rng: "default" or "toolbox"; init_seed and
-    order_seed (default mode only; None: `seed`): see `make_generators`."""
+    """The plan of a run (module docstring). rng: "default" or "toolbox"; dtype: of the
+    parameters, hence of all the arithmetic; init_seed and order_seed (default mode only; None:
+    `seed`): see `make_generators`. The splits refer to `prepared`'s arrays (no copy)."""
     dtype = np.dtype(dtype)
-    test = prepared.split("test", dtype)
+    test = prepared.split("test")
     if rng == "toolbox":
         if init_seed not in (None, seed) or order_seed not in (None, seed):
             raise ValueError("rng=toolbox draws init and order from one stream: one seed only")
-        full = prepared.split("train", dtype)
+        full = prepared.split("train")
         params0, order = toolbox.replay(seed, len(full), dtype)
 
         def shown(s: Split) -> Split:
-            return Split(x=toolbox.present(s.x), labels=s.labels, y=s.y)
+            return Split(x=toolbox.present(s.x), labels=s.labels, y=s.y)  # a view
 
         return Plan(params0, shown(full), None, shown(test), test, order, toolbox.to_natural)
     if rng != "default":
         raise ValueError(f"rng must be default or toolbox, got {rng!r}")
     init_rng, order_rng = make_generators(seed, init_seed=init_seed, order_seed=order_seed)
-    fit = prepared.split("fit", dtype).head(subset)
-    val = prepared.split("val", dtype) if prepared.n_val else None
+    fit = prepared.split("fit").head(subset)
+    val = prepared.split("val") if prepared.n_val else None
     return Plan(
         cnn.init_params(init_rng, dtype), fit, val, test, test, shuffled(order_rng, len(fit)), dict
     )

@@ -8,9 +8,16 @@ consecutive batches of `batch_size`. When `batch_size` does not divide the numbe
 the last batch is smaller and is trained like the others: its loss and gradients are the mean
 over its own samples, with the same learning rate.
 
+Threads (`train(threads=...)`): `step` cuts every batch into `PARTS` parts of consecutive
+samples (fewer when the batch is smaller), a function of the batch size alone. Each part's
+forward and backward pass runs on one of the threads and yields the part's share of the batch
+mean (its sums divided by the whole batch's size); the shares are added in part order. So the
+weights are the same bytes for any number of threads, 1 included. Evaluations run their batches
+on the same threads (`pipeline.model.inference`).
+
 Determinism: nothing here draws random numbers; the order comes in from `order` (see
-`pipeline.model.plan`). The same inputs, dtype and BLAS thread count give byte-identical
-weights on the same machine (see `pipeline.runtime`).
+`pipeline.model.plan`). The same inputs and dtype give byte-identical weights on the same
+machine whatever the thread count, with BLAS on one thread (see `pipeline.runtime`).
 
 Resuming: `train` keeps a `TrainState` up to date after every batch (where it stands: the
 epoch and batch, the parameters, the epoch's order and running sums, every loss and metric so
@@ -29,12 +36,22 @@ from typing import NamedTuple
 import numpy as np
 from tqdm import tqdm
 
+from pipeline.data.prepared import Images, as_images
 from pipeline.model import cnn
 from pipeline.model.inference import N_CLASSES, loss_and_error
+from pipeline.model.parallel import parts, workers
 
 OnBatch = Callable[[int, float], None]  # (step, loss): step counts updates from 1
 OnEpoch = Callable[[int, dict[str, float]], None]  # (epoch from 1, metrics)
 Order = Callable[[int], np.ndarray]  # epoch from 1 -> permutation of range(n)
+
+# Parts per batch: one per core of a 2-core machine at any batch size. Each part's pass has a
+# fixed cost (about 0.15 ms of calls that hold the GIL), so parts stay large: on 2 shared cores at
+# batch 50 (two A/B runs), a float32 epoch took 2.7-3.2 s with 4 parts of 12-13 samples and
+# 2.5-2.6 s with 2 parts of 25 (float64: no clear difference within the noise). It fixes the
+# summation order of the gradients, so changing it changes the bytes of every trained weight; the
+# thread count never does. More threads than parts still help the evaluations (batches of 100).
+PARTS = 2
 
 
 class DivergenceError(FloatingPointError):
@@ -55,17 +72,42 @@ class Step(NamedTuple):
 
 
 def step(
-    params: cnn.Params, x: np.ndarray, y: np.ndarray, lr: float, lap: cnn.Lap = cnn.no_lap
+    params: cnn.Params,
+    x: np.ndarray,
+    y: np.ndarray,
+    lr: float,
+    lap: cnn.Lap = cnn.no_lap,
+    *,
+    threads: int = 1,
 ) -> Step:
     """One SGD step on one batch: forward, eqs. (4)-(12); backward, eqs. (13)-(64); update,
     eqs. (65)-(70).
 
-    Inputs: params; x (N, 28, 28); y (N, 10) one-hot; lr the learning rate α; lap: profiling
-    hook called with each stage's name when it ends ("sgd" for the update).
+    The batch is cut into `PARTS` parts (module docstring); each part's pass gives its loss and
+    gradient sums divided by the batch size N, and the parts' results are added in part order.
+
+    Inputs: params; x (N, 28, 28) images in [0, 1]; y (N, 10) one-hot (any real dtype: both are
+    converted to the params' dtype); lr the learning rate α; lap: profiling hook called with each
+    stage's name when it ends ("sgd" for the update); with a hook, the parts run one after
+    another in this thread. threads: how many threads run the parts (the result is the same).
     Returns: Step. A NaN or infinite loss skips the update, so the caller can stop before it.
     """
-    yhat, cache = cnn.forward(params, x, lap)
-    loss, grads = cnn.backward(params, cache, y, lap)
+    n = x.shape[0]
+    ops = cnn.operands(params)  # the parts share the matrices built from params
+
+    def part(rows: slice) -> tuple[np.ndarray, float, cnn.Params]:
+        yhat, cache = cnn.forward(params, x[rows], lap, ops)
+        loss, grads = cnn.backward(params, cache, y[rows], lap, batch_size=n)
+        return yhat, loss, grads
+
+    pool = workers(threads if lap is cnn.no_lap else 1)
+    (yhat, loss, grads), *rest = pool.map(part, parts(n, PARTS))
+    if rest:  # add the parts' shares in part order, whatever thread computed them
+        yhat = np.concatenate([yhat, *(r[0] for r in rest)])  # (N, 10)
+        for _, part_loss, part_grads in rest:
+            loss += part_loss
+            for name, g in grads.items():
+                g += part_grads[name]
     if np.isfinite(loss):
         params = cnn.sgd_update(params, grads, lr)
     lap("sgd")
@@ -124,18 +166,21 @@ def train(
     batch_size: int,
     lr: float,
     order: Order,
-    evals: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    evals: Mapping[str, tuple[np.ndarray | Images, np.ndarray]] | None = None,
     on_batch: OnBatch | None = None,
     on_epoch: OnEpoch | None = None,
     progress: bool | None = None,
     state: TrainState | None = None,
+    threads: int = 1,
 ) -> TrainResult:
     """Train with plain mini-batch SGD, eqs. (65)-(70), on batch-mean gradients.
 
     Inputs:
     - params: initial parameters (`cnn.init_params`); not modified. Their dtype is the training
       dtype.
-    - x (N, 28, 28) images in [0, 1]; y (N, 10) one-hot targets.
+    - x (N, 28, 28): `Images` (e.g. a prepared split's uint8 bytes, converted to the params'
+      dtype one batch at a time) or an array of images in [0, 1]; y (N, 10) one-hot targets,
+      any real dtype (uint8 as stored).
     - epochs, batch_size, lr: the schedule; the last batch of an epoch may be smaller (module
       docstring).
     - order: epoch (from 1) -> permutation of range(N), asked for once per epoch in sequence.
@@ -148,13 +193,17 @@ def train(
       counters and metrics replace `params`, and `order` must continue from the same moment);
       updated in place after every batch, before on_batch, and after every epoch, before
       on_epoch, so a callback can save it.
+    - threads: how many threads run the parts of each batch and the evaluations' batches; the
+      results are the same bytes for any number (module docstring).
 
     Returns: TrainResult with the final params, every batch's loss, and per-epoch metrics:
     train_loss and train_error are the sample-weighted means over the epoch's batches, each
     measured before that batch's update; the evals' after the epoch.
     Raises DivergenceError when a batch's loss is NaN or infinite.
     """
-    n = x.shape[0]
+    images = as_images(x)
+    dtype = params["W"].dtype
+    n = len(images)
     if y.shape != (n, N_CLASSES):
         raise ValueError(f"y must be one-hot of shape ({n}, {N_CLASSES}), got {y.shape}")
     if batch_size < 1 or epochs < 0:
@@ -183,7 +232,8 @@ def train(
         perm, loss_sum, wrong, skip = state.perm, state.loss_sum, state.wrong, state.batch
         for batch, start in enumerate(range(skip * batch_size, n, batch_size), start=skip + 1):
             idx = perm[start : start + batch_size]
-            params, loss, yhat = step(params, x[idx], y[idx], lr)
+            xb = images.batch(idx, dtype)  # (B, 28, 28): only this batch is converted
+            params, loss, yhat = step(params, xb, y[idx], lr, threads=threads)
             done += 1
             if not np.isfinite(loss):
                 raise DivergenceError(epoch, batch, done, loss)
@@ -197,7 +247,9 @@ def train(
             bar.update()
         metrics = {"epoch": float(epoch), "train_loss": loss_sum / n, "train_error": wrong / n}
         for name, (x_e, y_e) in (evals or {}).items():
-            metrics[f"{name}_loss"], metrics[f"{name}_error"] = loss_and_error(params, x_e, y_e)
+            metrics[f"{name}_loss"], metrics[f"{name}_error"] = loss_and_error(
+                params, x_e, y_e, threads=threads
+            )
         history.append(metrics)
         state.epoch, state.batch, state.perm = epoch + 1, 0, None
         if on_epoch is not None:

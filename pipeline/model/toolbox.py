@@ -26,7 +26,7 @@ Parameter mapping (see `pipeline.model.cnn` for the names and shapes):
   ``reshape``, which is `cnn.flatten`'s column scan (eq. (10)); so W = ffW, shape (10, 192).
 - Images: ``reshape(train_x', 28, 28, 60000)`` refills each row-major 784-pixel row
   column-major, so the toolbox trains (and tests) on the transpose of every natural image; pixels
-  are ``double(x) / 255`` (what `pipeline.data.prepared.Split` holds in float64) and targets
+  are ``double(x) / 255`` (what `pipeline.data.prepared.Images` gives in float64) and targets
   one-hot.
 
 Batches: the toolbox asserts that the batch size divides N; `sgd.train` would also accept a
@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.data.prepared import Images
 from pipeline.model import cnn
 
 KERNEL = cnn.KERNEL  # 5: rand(5) is a 5 x 5 kernel
@@ -257,15 +258,17 @@ def replay(seed: int, n: int, dtype: type = np.float64) -> tuple[cnn.Params, Epo
 # --------------------------------------------------------------------------- images
 
 
-def present(images: np.ndarray) -> np.ndarray:
+def present(images: np.ndarray | Images) -> np.ndarray | Images:
     """Natural images -> the toolbox's presentation: each image transposed.
 
     ``reshape(train_x', 28, 28, N)`` puts natural pixel (row r, column c), stored at r*28 + c,
     at (c, r). Apply to training and test images alike.
 
-    Inputs: images (N, H, W) (or one (H, W) image).
-    Returns: (N, W, H), a view: out[n, a, b] = images[n, b, a].
+    Inputs: images (N, H, W) (or one (H, W) image), an array or `Images`.
+    Returns: (N, W, H), a view: out[n, a, b] = images[n, b, a] (`Images` for `Images`).
     """
+    if isinstance(images, Images):
+        return images.transposed()
     images = np.asarray(images)
     if images.ndim < 2:
         raise ValueError(f"images must have at least 2 dimensions, got shape {images.shape}")

@@ -55,13 +55,14 @@ def plateau_outputs(
 ) -> list[tuple[int, float, float, float]]:
     """Replay the toolbox's first `steps` batches (float64); every `every` batches, the batch's
     mean output, mean largest output and loss before its update: what the plateau is."""
-    data = prepared.split("train", np.float64)
+    data = prepared.split("train")
+    images = toolbox.present(data.x)  # the toolbox's (transposed) images, converted per batch
     params, order = toolbox.replay(seed, len(data), np.float64)
     perm = order(1)
     rows = []
     for t in range(1, steps + 1):
         idx = perm[batch_size * (t - 1) : batch_size * t]
-        params, loss, yhat = sgd.step(params, toolbox.present(data.x[idx]), data.y[idx], lr)
+        params, loss, yhat = sgd.step(params, images.batch(idx, np.float64), data.y[idx], lr)
         if t == 1 or t % every == 0:  # yhat (batch, 10)
             rows.append((t, float(yhat.mean()), float(yhat.max(axis=1).mean()), loss))
     return rows
