@@ -136,25 +136,116 @@ def train_and_log(
     with checkpoints.slot.locked() as slot:  # CheckpointError if a live process trains this
         client = mlflow.MlflowClient()
         found = _checkpoint_to_resume(client, checkpoints)
-        result = _train_and_log(
-            client=client,
-            found=found,
-            plan=plan,
-            lr=lr,
-            batch_size=batch_size,
-            epochs=epochs,
-            test_each_epoch=test_each_epoch,
-            outputs=outputs,
-            experiment_id=experiment_id,
+        batches_per_epoch = -(-len(plan.fit) // batch_size)
+        identity = checkpoints.identity
+        run_tags = {
+            **tags,
+            "config_sha256": identity.config_sha256,
+            "code_sha256": identity.code_sha256,
+            **liveness.process_tags(),
+        }
+        state = sgd.TrainState(plan.params0)
+        resumed_from = found.where() if found is not None else None
+        if found is not None:
+            resumes = client.get_run(found.run_id).data.tags.get("resumes", "0")
+            run_tags["resumes"] = str(int(resumes) + 1)
+            state = found.state
+            plan.order.restore(found.order)  # order(epoch) continues where the checkpoint stood
+        run_id = found.run_id if found is not None else None
+        with runs.run(
+            experiment_id,
             run_name=run_name,
-            tags=tags,
-            params=params,
-            config_yaml=config_yaml,
-            log_model=log_model,
-            dataset=dataset,
-            checkpoints=checkpoints,
+            tags=run_tags,
             parent_run_id=parent_run_id,
-            threads=threads,
+            run_id=run_id,
+        ) as r:
+            run_id = r.info.run_id
+            if found is None:
+                mlflow.log_params({**params, "train.batches_per_epoch": batches_per_epoch})
+                runs.log_dataset(dataset)
+            metrics_log = runs.MetricLog(client, run_id, resumed=found is not None)
+
+            def log_epoch(epoch: int, metrics: Mapping[str, float]) -> dict[str, float]:
+                shown = {k: v for k, v in metrics.items() if k != "epoch"}
+                first = (epoch - 1) * batches_per_epoch + 1
+                losses = state.losses[first - 1 : epoch * batches_per_epoch]
+                metrics_log.log(
+                    shown,
+                    epoch,
+                    series={"batch_loss": (first, losses)},
+                    tags={liveness.HEARTBEAT: liveness.heartbeat_now()},
+                )
+                return shown
+
+            for epoch, metrics in enumerate(state.history, start=1):  # what a lost process missed
+                log_epoch(epoch, metrics)
+
+            def save() -> None:
+                ckpt = checkpoint.Checkpoint(identity, run_id, state, plan.order.state())
+                checkpoints.slot.write(ckpt)
+
+            def on_epoch(epoch: int, metrics: Mapping[str, float]) -> None:
+                shown = log_epoch(epoch, metrics)
+                text = ", ".join(f"{k} {v:.4f}" for k, v in shown.items())
+                print(f"epoch {epoch}/{epochs}: {text}", flush=True)
+                every = checkpoints.every
+                if every and (epoch % every == 0 or epoch == epochs):
+                    save()
+
+            def on_batch(step: int, loss: float) -> None:
+                interrupts.check()  # signals take effect here, between batches
+
+            evals = {"val": (plan.val.x, plan.val.y)} if plan.val else {}
+            if test_each_epoch:
+                evals["test"] = (plan.test.x, plan.test.y)
+            try:
+                trained = sgd.train(
+                    plan.params0,
+                    plan.fit.x,
+                    plan.fit.y,
+                    epochs=epochs,
+                    batch_size=batch_size,
+                    lr=lr,
+                    order=plan.order,
+                    evals=evals,
+                    on_batch=on_batch,
+                    on_epoch=on_epoch,
+                    state=state,
+                    threads=threads,
+                )
+                trained.params = plan.to_saved(trained.params)  # natural images, in every mode
+                test = assess(trained.params, plan.test_natural, threads=threads)
+                if not test_each_epoch:  # else logged at every epoch, the last one included
+                    metrics_log.log({"test_loss": test.loss, "test_error": test.error}, epochs)
+                interrupts.check()
+
+                contents = train_outputs(outputs, trained, batches_per_epoch)
+                # What `pipeline.verify` compares a retraining against: the weights file's own hash.
+                mlflow.set_tag("weights_sha256", sha256_bytes(contents[outputs.weights]))
+                with tempfile.TemporaryDirectory(prefix="pipeline-artifacts-") as tmp:
+                    staged = Path(tmp)
+                    weights = staged / outputs.weights.name
+                    weights.write_bytes(contents[outputs.weights])
+                    _log_artifacts(
+                        staged,
+                        trained,
+                        test,
+                        plan.test_natural.labels,
+                        batches_per_epoch,
+                        config_yaml,
+                    )
+                    if log_model:
+                        pyfunc.log_model(weights)
+                interrupts.check()  # the last moment an interruption leaves the outputs unchanged
+            except interrupts.Interrupted as exc:
+                if exc.safe:  # at a batch boundary or after training: the state is whole
+                    save()
+                exc.checkpoint = _describe(checkpoints.slot)
+                raise
+            write_together(contents)
+            late = interrupts.take()  # the work is complete: the run ends FINISHED regardless
+        result = RunResult(
+            run_id=run_id, trained=trained, test=test, late_signal=late, resumed_from=resumed_from
         )
         slot.remove()  # the run FINISHED: nothing is left to resume
     return result
@@ -213,132 +304,6 @@ def _close_abandoned(client: mlflow.MlflowClient, run: Run, why: str) -> None:
     liveness.close(client, run, f"its process is gone and {why}")
     print(
         f"train: MLflow run {run.info.run_id}, left RUNNING by a process that is gone, ended KILLED"
-    )
-
-
-def _train_and_log(
-    *,
-    client: mlflow.MlflowClient,
-    found: checkpoint.Checkpoint | None,
-    plan: Plan,
-    lr: float,
-    batch_size: int,
-    epochs: int,
-    test_each_epoch: bool,
-    outputs: paths.Outputs,
-    experiment_id: str,
-    run_name: str,
-    tags: Mapping[str, str],
-    params: Mapping[str, Any],
-    config_yaml: str,
-    log_model: bool,
-    dataset: runs.DatasetInfo,
-    checkpoints: Checkpointing,
-    parent_run_id: str | None,
-    threads: int,
-) -> RunResult:
-    """`train_and_log` inside its checkpoint slot: a new run, or `found`'s run continued."""
-    batches_per_epoch = -(-len(plan.fit) // batch_size)
-    identity = checkpoints.identity
-    run_tags = {
-        **tags,
-        "config_sha256": identity.config_sha256,
-        "code_sha256": identity.code_sha256,
-        **liveness.process_tags(),
-    }
-    state = sgd.TrainState(plan.params0)
-    resumed_from = found.where() if found is not None else None
-    if found is not None:
-        resumes = client.get_run(found.run_id).data.tags.get("resumes", "0")
-        run_tags["resumes"] = str(int(resumes) + 1)
-        state = found.state
-        plan.order.restore(found.order)  # order(epoch) continues where the checkpoint stood
-    run_id = found.run_id if found is not None else None
-    with runs.run(
-        experiment_id, run_name=run_name, tags=run_tags, parent_run_id=parent_run_id, run_id=run_id
-    ) as r:
-        run_id = r.info.run_id
-        if found is None:
-            mlflow.log_params({**params, "train.batches_per_epoch": batches_per_epoch})
-            runs.log_dataset(dataset)
-        metrics_log = runs.MetricLog(client, run_id, resumed=found is not None)
-
-        def log_epoch(epoch: int, metrics: Mapping[str, float]) -> dict[str, float]:
-            shown = {k: v for k, v in metrics.items() if k != "epoch"}
-            first = (epoch - 1) * batches_per_epoch + 1
-            losses = state.losses[first - 1 : epoch * batches_per_epoch]
-            metrics_log.log(
-                shown,
-                epoch,
-                series={"batch_loss": (first, losses)},
-                tags={liveness.HEARTBEAT: liveness.heartbeat_now()},
-            )
-            return shown
-
-        for epoch, metrics in enumerate(state.history, start=1):  # what a lost process missed
-            log_epoch(epoch, metrics)
-
-        def save() -> None:
-            ckpt = checkpoint.Checkpoint(identity, run_id, state, plan.order.state())
-            checkpoints.slot.write(ckpt)
-
-        def on_epoch(epoch: int, metrics: Mapping[str, float]) -> None:
-            shown = log_epoch(epoch, metrics)
-            text = ", ".join(f"{k} {v:.4f}" for k, v in shown.items())
-            print(f"epoch {epoch}/{epochs}: {text}", flush=True)
-            every = checkpoints.every
-            if every and (epoch % every == 0 or epoch == epochs):
-                save()
-
-        def on_batch(step: int, loss: float) -> None:
-            interrupts.check()  # signals take effect here, between batches
-
-        evals = {"val": (plan.val.x, plan.val.y)} if plan.val else {}
-        if test_each_epoch:
-            evals["test"] = (plan.test.x, plan.test.y)
-        try:
-            trained = sgd.train(
-                plan.params0,
-                plan.fit.x,
-                plan.fit.y,
-                epochs=epochs,
-                batch_size=batch_size,
-                lr=lr,
-                order=plan.order,
-                evals=evals,
-                on_batch=on_batch,
-                on_epoch=on_epoch,
-                state=state,
-                threads=threads,
-            )
-            trained.params = plan.to_saved(trained.params)  # natural images, in every mode
-            test = assess(trained.params, plan.test_natural, threads=threads)
-            if not test_each_epoch:  # else logged at every epoch, the last one included
-                metrics_log.log({"test_loss": test.loss, "test_error": test.error}, epochs)
-            interrupts.check()
-
-            contents = train_outputs(outputs, trained, batches_per_epoch)
-            # What `pipeline.verify` compares a retraining against: the weights file's own hash.
-            mlflow.set_tag("weights_sha256", sha256_bytes(contents[outputs.weights]))
-            with tempfile.TemporaryDirectory(prefix="pipeline-artifacts-") as tmp:
-                staged = Path(tmp)
-                weights = staged / outputs.weights.name
-                weights.write_bytes(contents[outputs.weights])
-                _log_artifacts(
-                    staged, trained, test, plan.test_natural.labels, batches_per_epoch, config_yaml
-                )
-                if log_model:
-                    pyfunc.log_model(weights)
-            interrupts.check()  # the last moment an interruption leaves the outputs as they were
-        except interrupts.Interrupted as exc:
-            if exc.safe:  # at a batch boundary or after training: the state is whole
-                save()
-            exc.checkpoint = _describe(checkpoints.slot)
-            raise
-        write_together(contents)
-        late = interrupts.take()  # the work is complete: the run ends FINISHED regardless
-    return RunResult(
-        run_id=run_id, trained=trained, test=test, late_signal=late, resumed_from=resumed_from
     )
 
 
