@@ -431,6 +431,38 @@ def _wait_until(condition, timeout_s, what):
         time.sleep(0.5)
 
 
+def _signal_a_training_job(project, server, cluster, experiment, sweep, launcher, args, scancel):
+    """Start a Slurm sweep of `args` logging to `server`, wait until its first job has trained
+    3 epochs, run `scancel(job id)` (the scancel command line) on it, and let the sweep finish.
+    Returns the sweep process, its stdout and stderr."""
+    client = MlflowClient(server.uri)
+    proc = start(
+        project,
+        "python",
+        "-m",
+        "pipeline.train",
+        "-m",
+        *slurm_launcher(experiment, launcher),
+        "tracking.log_model=false",
+        *args,
+        f"tracking.sweep={sweep}",
+        MLFLOW_TRACKING_URI=server.uri,
+        **cluster.env,
+    )
+
+    def training():
+        runs = _child_runs(client, experiment, sweep)
+        return runs and len(client.get_metric_history(runs[0].info.run_id, "val_error")) >= 3
+
+    try:
+        _wait_until(training, 180, f"a job of {sweep} to train")
+        (job,) = [r.data.tags["slurm_job_id"] for r in _child_runs(client, experiment, sweep)]
+        subprocess.run(scancel(job), env=os.environ | cluster.env, check=True)
+    finally:
+        out, err = finish(project, proc, timeout_s=300)
+    return proc, out, err
+
+
 def test_scancel_ends_the_run_killed_and_the_sweep_does_not_hang(
     prepared_project, team_server, slurm_cluster
 ):
@@ -439,32 +471,16 @@ def test_scancel_ends_the_run_killed_and_the_sweep_does_not_hang(
     which without accounting submitit would wait for forever."""
     project = prepared_project
     client = MlflowClient(team_server.uri)
-    sweep = start(
+    sweep, out, err = _signal_a_training_job(
         project,
-        "python",
-        "-m",
-        "pipeline.train",
-        "-m",
-        *slurm_launcher("scancel", "hydra.launcher.array_parallelism=1"),
-        "tracking.log_model=false",
-        "train.epochs=3000",
-        "train.lr=0.5,1.0",
-        "tracking.sweep=cancelled",
-        MLFLOW_TRACKING_URI=team_server.uri,
-        **slurm_cluster.env,
+        team_server,
+        slurm_cluster,
+        "scancel",
+        "cancelled",
+        "hydra.launcher.array_parallelism=1",
+        ["train.epochs=3000", "train.lr=0.5,1.0"],
+        lambda job: ["scancel", job.split("_")[0]],  # the array: the running task and the queued
     )
-
-    def training():
-        runs = _child_runs(client, "scancel", "cancelled")
-        return runs and len(client.get_metric_history(runs[0].info.run_id, "val_error")) >= 3
-
-    try:
-        _wait_until(training, 180, "job 0 to train")
-        (job,) = [r.data.tags["slurm_job_id"] for r in _child_runs(client, "scancel", "cancelled")]
-        cancel = ["scancel", job.split("_")[0]]  # the array: the running task and the queued
-        subprocess.run(cancel, env=os.environ | slurm_cluster.env, check=True)
-    finally:
-        out, err = finish(project, sweep, timeout_s=180)
     assert sweep.returncode != 0
     assert re.search(
         r"Slurm jobs ended without a result: \d+_0 \(CANCELLED\), \d+_1 \(CANCELLED\)", err
@@ -489,31 +505,16 @@ def test_a_preempted_slurm_job_is_requeued_and_resumes_its_run(
     project = prepared_project
     client = MlflowClient(team_server.uri)
     epochs = 400
-    sweep = start(
+    sweep, out, err = _signal_a_training_job(
         project,
-        "python",
-        "-m",
-        "pipeline.train",
-        "-m",
-        *slurm_launcher("requeue", "hydra.launcher.max_num_timeout=1"),
-        "tracking.log_model=false",
-        f"train.epochs={epochs}",
-        "tracking.sweep=preempted",
-        MLFLOW_TRACKING_URI=team_server.uri,
-        **slurm_cluster.env,
+        team_server,
+        slurm_cluster,
+        "requeue",
+        "preempted",
+        "hydra.launcher.max_num_timeout=1",
+        [f"train.epochs={epochs}"],
+        lambda job: ["scancel", "--signal=USR2", job],
     )
-
-    def training():
-        runs = _child_runs(client, "requeue", "preempted")
-        return runs and len(client.get_metric_history(runs[0].info.run_id, "val_error")) >= 3
-
-    try:
-        _wait_until(training, 180, "the job to train")
-        (job,) = [r.data.tags["slurm_job_id"] for r in _child_runs(client, "requeue", "preempted")]
-        signal_it = ["scancel", "--signal=USR2", job]
-        subprocess.run(signal_it, env=os.environ | slurm_cluster.env, check=True)
-    finally:
-        out, err = finish(project, sweep, timeout_s=300)
     assert sweep.returncode == 0, err
     (parent,), (child,) = sweep_runs(client, "requeue", "preempted")
     rid = child.info.run_id
