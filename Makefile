@@ -15,7 +15,7 @@ export MKL_NUM_THREADS := 1
 # `make repro PIPELINE_PORTABLE=0` uses this CPU's widest SIMD paths instead.
 export PIPELINE_PORTABLE ?= 1
 
-.PHONY: setup repro reproduction params ui test lint format lock clean
+.PHONY: setup repro reproduction params ui test test-heavy lint format lock clean
 
 setup: $(STAMP)
 
@@ -51,9 +51,15 @@ ui: setup
 params: setup
 	$(BIN)/python -m pipeline.config
 
-# Lint first (a second), then every test, in a random order (pytest-randomly).
+# Lint first (a second), then every test but the heavy ones, in a random order
+# (pytest-randomly).
 test: setup lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not heavy"
+
+# The long fault and load checks (marker `heavy`, about 2.5 minutes): twelve Slurm jobs logging
+# at once, the tracking server killed mid-sweep, scancel, a DVC queue sweep. CI runs them too.
+test-heavy: setup
+	$(BIN)/python -m pytest -m heavy
 
 # One formatter for all the code: `ruff format` (no exceptions), and ruff's lint rules.
 lint: setup

@@ -463,6 +463,7 @@ def _signal_a_training_job(project, server, cluster, experiment, sweep, launcher
     return proc, out, err
 
 
+@pytest.mark.heavy
 def test_scancel_ends_the_run_killed_and_the_sweep_does_not_hang(
     prepared_project, team_server, slurm_cluster
 ):
@@ -529,6 +530,7 @@ def test_a_preempted_slurm_job_is_requeued_and_resumes_its_run(
     assert f"train: resuming MLflow run {rid} (KILLED) from epoch " in logs
 
 
+@pytest.mark.heavy
 def test_tracking_server_killed_mid_sweep_and_restarted(
     prepared_project, postgres, slurm_cluster, tmp_path
 ):
@@ -594,6 +596,7 @@ def test_tracking_server_killed_mid_sweep_and_restarted(
     assert "1/2 jobs finished" in out and "train.lr=1.0" in out.split("not finished:")[1]
 
 
+@pytest.mark.heavy
 def test_twelve_jobs_log_to_the_server_at_once(prepared_project, team_server, slurm_cluster):
     """4 learning rates x 3 seeds, all twelve jobs running at once on the cluster, logging to
     the PostgreSQL-backed server: every run and every metric point arrives; the server's

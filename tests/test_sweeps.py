@@ -160,6 +160,7 @@ def test_bad_sweep_config_fails_before_any_job(prepared_project):
     assert sweep_runs(prepared_project, "bad") == ([], [])
 
 
+@pytest.mark.heavy
 def test_dvc_queue_sweep_logs_to_the_same_store(prepared_project):
     project = prepared_project
     project.run(
