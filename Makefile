@@ -56,8 +56,9 @@ params: setup
 test: setup lint
 	$(BIN)/python -m pytest -m "not heavy"
 
-# The long fault and load checks (marker `heavy`, about 2.5 minutes): twelve Slurm jobs logging
-# at once, the tracking server killed mid-sweep, scancel, a DVC queue sweep. CI runs them too.
+# The longest checks (marker `heavy`, about 5 minutes): every README block run as written,
+# twelve Slurm jobs logging at once, the tracking server killed mid-sweep, scancel, a DVC queue
+# sweep. CI runs them too.
 test-heavy: setup
 	$(BIN)/python -m pytest -m heavy
 

@@ -184,6 +184,7 @@ def _run_ids(root: Path) -> tuple[str, str]:
     return found[0].info.run_id, found[-1].info.run_id
 
 
+@pytest.mark.heavy
 def test_readme_blocks_run_as_written(newcomer):
     root, env = newcomer
     shell = Shell(root, env)
