@@ -10,7 +10,7 @@ import shutil
 import mlflow
 import pytest
 import services
-from project import Project, commit, make
+from project import SWEEP, Project, commit, make
 
 from pipeline.tracking import store
 from pipeline.tracking.server import Server
@@ -43,10 +43,7 @@ def tiny_swept(tiny_prepared, tmp_path_factory) -> Project:
     """A tiny project with one Hydra sweep logged: `basic`, lr {0.5, 1.0} x seed {0, 1}."""
     project = tiny_prepared.copy(tmp_path_factory.mktemp("tiny-swept") / "p")
     project.run(
-        "python",
-        "-m",
-        "pipeline.train",
-        "-m",
+        *SWEEP,
         *SWEEP_FAST,
         "train.lr=0.5,1.0",
         "seed=0,1",

@@ -44,6 +44,9 @@ BATCHES_PER_EPOCH = -(-(N_TRAIN - VAL_SIZE) // BATCH)
 # Metric points of one tiny run: 4 per epoch (train/val loss and error), its batch losses, and
 # test loss and error once.
 POINTS_PER_EPOCH = 4 + BATCHES_PER_EPOCH
+# The training entry point as a test runs it: one run, and a Hydra multirun (a sweep).
+TRAIN = ("python", "-m", "pipeline.train")
+SWEEP = (*TRAIN, "-m")
 
 
 def env(uri: str, **extra: str) -> dict[str, str]:

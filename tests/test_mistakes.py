@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SWEEP_FAST
-from project import BIN
+from project import BIN, SWEEP, TRAIN
 
 from pipeline import interrupts
 from pipeline.paths import OUTPUT_NAMES
@@ -354,9 +354,7 @@ def test_a_read_only_store_is_named_before_any_data_loads(repro_project):
         pytest.skip(f"chattr +i is not supported here: {done.stderr.strip()}")
     try:
         (repro_project.root / "data/prepared/tiny.npz").unlink()  # loading data would fail too
-        done = repro_project.run(
-            "python", "-m", "pipeline.train", "--params", "params.yaml", check=False
-        )
+        done = repro_project.run(*TRAIN, "--params", "params.yaml", check=False)
     finally:
         subprocess.run(["chattr", "-i", str(db)], check=True)
     assert done.returncode == 1
@@ -404,19 +402,17 @@ def test_advice_names_the_dataset_to_prepare(tmp_path, monkeypatch):
 @pytest.mark.e2e
 def test_a_sweep_name_in_use_resumes_its_own_jobs_and_refuses_other_ones(swept_project, tmp_path):
     p = swept_project
-    other = p.run(
-        "python", "-m", "pipeline.train", "-m", "train.lr=0.5", "tracking.sweep=basic", check=False
-    )
+    other = p.run(*SWEEP, "train.lr=0.5", "tracking.sweep=basic", check=False)
     assert other.returncode != 0
     said = other.stdout + other.stderr
     assert "a sweep named 'basic' already exists in experiment 'zhang-cnn' with other jobs" in said
     assert "Rerun that command to resume it, or name this sweep differently" in said
     assert len(p.runs()) == 5  # the parent and its 4 children, nothing new
     sweep = ["-m", *SWEEP_FAST, "train.lr=0.5,1.0", "seed=0,1", "tracking.sweep=basic"]
-    same = p.run("python", "-m", "pipeline.train", *sweep)
+    same = p.run(*TRAIN, *sweep)
     assert "sweep basic: 4/4 jobs finished (4 skipped)" in same.stdout
     assert len(p.runs()) == 5  # every job already FINISHED with the same config, code and data
-    forced = p.run("python", "-m", "pipeline.train", *sweep, "train.resume=never")
+    forced = p.run(*TRAIN, *sweep, "train.resume=never")
     assert "sweep basic: resuming it" in forced.stdout and "all 4 jobs train again" in forced.stdout
     assert "sweep basic: 4/4 jobs finished (4 trained)" in forced.stdout
     found = p.runs()

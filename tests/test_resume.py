@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from conftest import SWEEP_FAST
 from mlflow.entities import RunTag
-from project import BATCHES_PER_EPOCH
+from project import BATCHES_PER_EPOCH, TRAIN
 
 from pipeline import interrupts
 from pipeline import runs as runs_command
@@ -336,7 +336,7 @@ def test_an_interrupted_run_resumed_ends_as_an_uninterrupted_one(
         "tracking.log_model=false",
     ]
     per_epoch = 6 if rng == "toolbox" else BATCHES_PER_EPOCH  # the toolbox trains on all 60
-    p.run("python", "-m", "pipeline.train", *argv)
+    p.run(*TRAIN, *argv)
     stopped = interrupted(p, argv, at=per_epoch + 2, signum=signum)
     if signum == "SIGKILL":
         assert stopped.returncode == -signal.SIGKILL
@@ -345,7 +345,7 @@ def test_an_interrupted_run_resumed_ends_as_an_uninterrupted_one(
         line = stopped.stderr.strip().splitlines()[-1]
         assert line.startswith("train interrupted: MLflow run ") and "ended KILLED" in line
         assert "(epoch 2, batch 2) kept: the same command resumes it" in line
-    resumed = p.run("python", "-m", "pipeline.train", *argv)
+    resumed = p.run(*TRAIN, *argv)
     where = "the end of epoch 1" if signum == "SIGKILL" else "epoch 2, batch 2"
     assert f"from {where}" in resumed.stdout
     whole, run = p.runs()
@@ -367,7 +367,7 @@ def test_a_checkpoint_from_other_code_is_refused_and_the_dead_run_closed(prepare
     assert "1 RUNNING runs: 1 stale, 0 live, 0 unknown" in listed.stdout
     cnn_py = p.root / "pipeline/model/cnn.py"
     cnn_py.write_text(cnn_py.read_text() + "\n# an edit\n")
-    done = p.run("python", "-m", "pipeline.train", *argv)
+    done = p.run(*TRAIN, *argv)
     assert "refused: it was made by another run (code: pipeline/model/cnn.py changed)" in (
         done.stderr
     )
@@ -393,7 +393,7 @@ def test_an_interrupted_sweep_run_again_trains_only_the_rest(
     killed = interrupted(p, cmd, at=2 * 2 * BATCHES_PER_EPOCH + BATCHES_PER_EPOCH + 2)
     assert killed.returncode == -signal.SIGKILL
     (parent,) = [r for r in p.runs() if r.data.tags.get("sweep_role") == "parent"]
-    again = p.run("python", "-m", "pipeline.train", *cmd)
+    again = p.run(*TRAIN, *cmd)
     assert (
         f"sweep basic: resuming it (parent MLflow run {parent.info.run_id}): 2 finished "
         in again.stdout

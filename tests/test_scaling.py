@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 from conftest import server_env
 from mlflow.tracking import MlflowClient
-from project import BATCHES_PER_EPOCH, POINTS_PER_EPOCH, assert_complete
+from project import BATCHES_PER_EPOCH, POINTS_PER_EPOCH, SWEEP, TRAIN, assert_complete
 from services import free_port, rss_mib, slurm_launcher
 
 from pipeline.data.prepared import read_prepared
@@ -86,10 +86,7 @@ def slurm_sweep(tiny_prepared, team_server, slurm_cluster, tmp_path_factory):
     against the PostgreSQL-backed server: (project, launcher output, experiment name)."""
     project = tiny_prepared.copy(tmp_path_factory.mktemp("slurm-swept") / "p")
     done = project.run(
-        "python",
-        "-m",
-        "pipeline.train",
-        "-m",
+        *SWEEP,
         *slurm_launcher("slurm-sweep"),
         "train.lr=0.5,1.0",
         "seed=0,1",
@@ -192,7 +189,7 @@ def test_compare_and_register_a_slurm_sweep_on_the_server(slurm_sweep, team_serv
 
 def test_registry_on_sqlite_loads_and_serves_the_champion(prepared_project, tmp_path):
     project = prepared_project
-    project.run("python", "-m", "pipeline.train", "-m", "train.lr=0.5", "tracking.sweep=reg")
+    project.run(*SWEEP, "train.lr=0.5", "tracking.sweep=reg")
     done = project.run("python", "-m", "pipeline.register", "reg")
     assert re.match(
         r"zhang-cnn version 1 \(reg: train\.lr=0\.5, seed 0, .*\) is now champion", done.stdout
@@ -299,10 +296,7 @@ def test_registering_a_sweep_without_models_says_so(swept_project):
 
 def test_slurm_launcher_with_a_sqlite_store_is_refused(prepared_project):
     done = prepared_project.run(
-        "python",
-        "-m",
-        "pipeline.train",
-        "-m",
+        *SWEEP,
         "hydra/launcher=submitit_slurm",
         "train.lr=0.5,1.0",
         "tracking.sweep=refused",
@@ -320,10 +314,7 @@ def test_slurm_controller_down_refuses_the_sweep_before_any_job(
     dead = tmp_path / "slurm.conf"  # the same cluster, a controller port nobody listens on
     dead.write_text(re.sub(r"SlurmctldPort=\d+", f"SlurmctldPort={free_port()}", conf))
     done = prepared_project.run(
-        "python",
-        "-m",
-        "pipeline.train",
-        "-m",
+        *SWEEP,
         *slurm_launcher("down"),
         "train.lr=0.5,1.0",
         check=False,
@@ -362,18 +353,14 @@ def test_database_down_or_wrong_password_fails_before_anything_starts(
     assert secret not in done.stdout + done.stderr
     # Training straight into the database: the DVC stage fails before any training.
     bad = {"MLFLOW_TRACKING_URI": postgres.uri, "PGPASSWORD": secret}
-    done = project.run(
-        "python", "-m", "pipeline.train", "--params", "params.yaml", check=False, **bad
-    )
+    done = project.run(*TRAIN, "--params", "params.yaml", check=False, **bad)
     assert done.returncode == 1
     assert f"train failed: database {postgres.uri} cannot be used" in done.stderr
     assert "password authentication failed" in done.stderr and secret not in done.stderr
     # A database that is down (nothing listens on that port).
     down = f"postgresql+psycopg://mlflow@127.0.0.1:{free_port()}/mlflow"
     done = project.run(
-        "python",
-        "-m",
-        "pipeline.train",
+        *TRAIN,
         "--params",
         "params.yaml",
         check=False,
@@ -390,9 +377,7 @@ def test_team_server_whose_database_is_down_fails_before_training(
     postgres.down()
     try:
         done = project.run(
-            "python",
-            "-m",
-            "pipeline.train",
+            *TRAIN,
             "--params",
             "params.yaml",
             check=False,
@@ -438,10 +423,7 @@ def _signal_a_training_job(project, server, cluster, experiment, sweep, launcher
     client = MlflowClient(server.uri)
     proc = start(
         project,
-        "python",
-        "-m",
-        "pipeline.train",
-        "-m",
+        *SWEEP,
         *slurm_launcher(experiment, launcher),
         "tracking.log_model=false",
         *args,
@@ -555,10 +537,7 @@ def test_tracking_server_killed_mid_sweep_and_restarted(
     epochs = 150
     sweep = start(
         project,
-        "python",
-        "-m",
-        "pipeline.train",
-        "-m",
+        *SWEEP,
         *slurm_launcher("outage", f"hydra.launcher.setup=['{no_retry}']"),
         "tracking.log_model=false",
         f"train.epochs={epochs}",
@@ -614,10 +593,7 @@ def test_twelve_jobs_log_to_the_server_at_once(prepared_project, team_server, sl
     epochs = 3
     try:
         project.run(
-            "python",
-            "-m",
-            "pipeline.train",
-            "-m",
+            *SWEEP,
             *slurm_launcher("load"),
             "tracking.log_model=false",
             f"train.epochs={epochs}",

@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 from browser import chromium, needs_chromium
 from conftest import SWEEP_FAST
-from project import BATCH, N_TEST, N_TRAIN, assert_complete
+from project import BATCH, N_TEST, N_TRAIN, SWEEP, TRAIN, assert_complete
 
 from pipeline.reports import compare
 from pipeline.tracking.server import Server
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.e2e
 
 
 def multirun(project, *overrides, check=True):
-    return project.run("python", "-m", "pipeline.train", "-m", *SWEEP_FAST, *overrides, check=check)
+    return project.run(*SWEEP, *SWEEP_FAST, *overrides, check=check)
 
 
 def sweep_runs(project, name):
@@ -195,9 +195,7 @@ def test_hydra_single_run_in_replay_mode_logs_batch_losses(prepared_project):
 
     project = prepared_project
     project.run(
-        "python",
-        "-m",
-        "pipeline.train",
+        *TRAIN,
         "train.rng=toolbox",
         "seed=0",
         "train.epochs=100",
